@@ -1,0 +1,28 @@
+"""Names shared across the code location: groups, partitions, tags, default paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Asset groups, one per stage.
+SOURCES_GROUP = "sources"
+
+# Partitions.
+REPO_PARTITIONS_NAME = "repos"
+
+# Run tags.
+COMMIT_SHA_TAG = "coder_assets/commit_sha"
+TRIGGER_TAG = "coder_assets/trigger"
+
+# Automation defaults (overridable by environment, see README's settings table).
+DEFAULT_SENSOR_INTERVAL_SECONDS = 60
+DEFAULT_WEEKLY_CRON = "0 3 * * 0"
+
+# The opt-out file a repository can carry at its root.
+OPT_OUT_FILE = ".coder-assets.yaml"
+
+
+def coder_assets_home() -> Path:
+    """Root of everything coder_assets writes locally (mirrors, asset storage, demo repos)."""
+    return Path(os.environ.get("CODER_ASSETS_HOME", "~/.coder-assets")).expanduser().resolve()

@@ -1,0 +1,87 @@
+"""Local storage: the parquet IO manager for DataFrame assets and the repository mirror cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from coder_assets.core.repos import partition_key_for
+
+# DataFrame.attrs travel in the parquet schema metadata under this key.
+ATTRS_METADATA_KEY = b"coder_assets.attrs"
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write `frame` (with its attrs) to `path` through a temp file and a rename."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[ATTRS_METADATA_KEY] = json.dumps(frame.attrs, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read a frame written by `write_parquet_atomic`, attrs included."""
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    raw = (table.schema.metadata or {}).get(ATTRS_METADATA_KEY)
+    frame.attrs = json.loads(raw) if raw else {}
+    return frame
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrame outputs as `<base_path>/<asset key>/<partition>.parquet`. A partitioned
+    asset loaded by a partitioned downstream gives one frame; loaded for several partitions it
+    gives `{partition key: frame}`."""
+
+    base_path: str = Field(description="Directory under which asset values are stored.")
+
+    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+        directory = Path(self.base_path).expanduser().joinpath(*asset_key.path)
+        return directory / f"{partition or '__unpartitioned__'}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(
+                f"ParquetIOManager stores pandas DataFrames; {context.asset_key.to_user_string()} "
+                f"returned {type(obj).__name__}"
+            )
+        partition = context.partition_key if context.has_partition_key else None
+        path = self._path(context.asset_key, partition)
+        write_parquet_atomic(obj, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset_key = context.asset_key
+        if not context.has_asset_partitions:
+            return read_parquet(self._path(asset_key, None))
+        keys = list(context.asset_partition_keys)
+        if len(keys) == 1 and context.has_partition_key:
+            return read_parquet(self._path(asset_key, keys[0]))
+        return {key: read_parquet(self._path(asset_key, key)) for key in keys}
+
+
+class RepoMirrorsResource(dg.ConfigurableResource):
+    """The cache of persistent bare mirrors, one per repository."""
+
+    path: str = Field(description="Directory that holds one bare mirror per repository.")
+
+    def mirror_path(self, owner: str, name: str) -> Path:
+        return Path(self.path).expanduser() / f"{partition_key_for(owner, name)}.git"

@@ -1,0 +1,110 @@
+"""gitea_change_sensor: keeps the `repos` partitions in step with the source and snapshots only
+the repositories whose default branch moved."""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+import os
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from coder_assets.constants import (
+    COMMIT_SHA_TAG,
+    DEFAULT_SENSOR_INTERVAL_SECONDS,
+    REPO_PARTITIONS_NAME,
+    TRIGGER_TAG,
+)
+from coder_assets.core.changes import SensorCursor, plan_changes
+from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.repos import partition_key_for
+from coder_assets.jobs import repo_snapshots_job
+from coder_assets.partitions import repo_partitions
+from coder_assets.resources.repos import RepoSourceResource
+
+SENSOR_INTERVAL_SECONDS = int(
+    os.environ.get("CODER_ASSETS_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS)
+)
+
+
+def _snapshotted_shas(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, str | None]:
+    """The commit SHA of the latest `repo_snapshots` materialization of each partition key."""
+    asset_key = dg.AssetKey("repo_snapshots")
+    found: dict[str, str | None] = {}
+    for key in keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
+        ).records
+        materialization = records[0].asset_materialization if records else None
+        value = materialization.metadata.get("commit_sha") if materialization else None
+        found[key] = str(value.value) if value is not None else None
+    return found
+
+
+@dg.sensor(
+    name="gitea_change_sensor",
+    job=repo_snapshots_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Lists the repositories of the source: adds new ones to the `repos` partitions, removes "
+        "deleted ones, and snapshots each repo whose default branch head changed (the SHA is "
+        "pinned in the run's tags)."
+    ),
+)
+def gitea_change_sensor(
+    context: dg.SensorEvaluationContext, repo_source: RepoSourceResource
+) -> dg.SensorResult | dg.SkipReason:
+    try:
+        listing = repo_source.list_heads()
+    except CoderAssetsError as exc:
+        return dg.SkipReason(
+            f"Could not list repositories from {repo_source.describe()}: {exc}. "
+            "Nothing changed; the next tick tries again."
+        )
+    for full_name, error in sorted(listing.errors.items()):
+        context.log.warning(f"Skipping {full_name} this tick: {error}")
+
+    current = {head.repo.partition_key: head.sha for head in listing.heads}
+    unreadable = {partition_key_for(*name.split("/", 1)) for name in listing.errors}
+    cursor = SensorCursor.from_json(context.cursor)
+    partitions = set(context.instance.get_dynamic_partitions(REPO_PARTITIONS_NAME))
+    unknown = sorted(set(current) - set(cursor.heads))
+    plan = plan_changes(
+        cursor,
+        current,
+        partitions,
+        unreadable=unreadable,
+        materialized=_snapshotted_shas(context.instance, unknown) if unknown else {},
+        now=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if plan.removed:
+        context.log.info(f"Removing partitions of deleted or excluded repos: {plan.removed}")
+    if plan.added:
+        context.log.info(f"Adding partitions for new repos: {plan.added}")
+
+    requests = [
+        dg.RunRequest(
+            run_key=f"{key}@{sha}",
+            partition_key=key,
+            tags={COMMIT_SHA_TAG: sha, TRIGGER_TAG: "gitea_change_sensor"},
+        )
+        for key, sha in plan.changed.items()
+    ]
+    partition_requests: list[
+        dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest
+    ] = []
+    if plan.added:
+        partition_requests.append(repo_partitions.build_add_request(plan.added))
+    if plan.removed:
+        partition_requests.append(repo_partitions.build_delete_request(plan.removed))
+    skip = None
+    if not requests:
+        skip = (
+            f"No repository changed since the last tick ({len(current)} checked, "
+            f"{len(listing.skipped)} skipped by the filter rule, {len(listing.errors)} unreadable)."
+        )
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=plan.cursor.to_json(),
+        skip_reason=skip,
+    )
