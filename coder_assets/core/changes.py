@@ -37,7 +37,10 @@ class SensorCursor:
         if not isinstance(data, dict) or not isinstance(data.get("heads"), dict):
             return cls()
         heads = {str(k): str(v) for k, v in data["heads"].items()}
-        removed = [r for r in data.get("removed", []) if isinstance(r, dict)]
+        raw_removed = data.get("removed")
+        removed = (
+            [r for r in raw_removed if isinstance(r, dict)] if isinstance(raw_removed, list) else []
+        )
         return cls(heads=heads, removed=removed)
 
 

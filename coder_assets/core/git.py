@@ -37,7 +37,8 @@ SAFE_GIT_CONFIG: tuple[tuple[str, str], ...] = (
     ("transfer.fsckObjects", "true"),
 )
 
-_SCP_LIKE = re.compile(r"^(?P<user>[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
+# scp-like ssh, `[user@]host:path`, where the path is made of repository-path characters only.
+_SCP_LIKE = re.compile(r"^(?P<user>[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[\w.~/-]+)$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
@@ -58,10 +59,10 @@ def check_remote_url(url: str) -> str:
         )
     if url.startswith("/"):
         return url
+    if "://" not in url and _SCP_LIKE.match(url):
+        return url
     scheme = urlsplit(url).scheme.lower()
     if scheme in ALLOWED_SCHEMES:
-        return url
-    if not scheme and _SCP_LIKE.match(url):
         return url
     raise UnsafeRemoteError(
         f"refusing clone URL {display_url(url)!r}: transport {scheme or 'unknown'!r} is not "

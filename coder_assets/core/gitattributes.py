@@ -17,7 +17,7 @@ class AttributeRule:
     base: str  # directory of the .gitattributes file, "" for the root
     pattern: str
     attribute: str
-    value: bool
+    value: bool | None  # None: `!attr`, back to unspecified
 
 
 def parse_gitattributes(text: str, base: str = "") -> list[AttributeRule]:
@@ -33,7 +33,7 @@ def parse_gitattributes(text: str, base: str = "") -> list[AttributeRule]:
             if attr.startswith("-"):
                 name, value = attr[1:], False
             elif attr.startswith("!"):
-                continue
+                name, value = attr[1:], None
             elif "=" in attr:
                 name, _, raw_value = attr.partition("=")
                 value = raw_value.lower() not in ("false", "0", "no")
@@ -64,5 +64,8 @@ def linguist_flags(path: str, rules: list[AttributeRule]) -> dict[str, bool]:
         else:
             relative = path
         if glob_matches(rule.pattern, relative):
-            flags[rule.attribute] = rule.value
+            if rule.value is None:
+                flags.pop(rule.attribute, None)
+            else:
+                flags[rule.attribute] = rule.value
     return flags

@@ -142,11 +142,17 @@ def path_skip_reason(
     ):
         return "opted_out"
     parts = PurePosixPath(entry.path).parts
-    if linguist.get("linguist-vendored") or any(p in VENDORED_DIRS for p in parts[:-1]):
+    # An explicit `-linguist-vendored` / `linguist-generated=false` overrides the path rules, as
+    # it does on GitHub.
+    vendored = linguist.get("linguist-vendored")
+    if vendored is None:
+        vendored = any(p in VENDORED_DIRS for p in parts[:-1])
+    if vendored:
         return "vendored"
-    if linguist.get("linguist-generated") or any(
-        glob_matches(g, entry.path) for g in GENERATED_GLOBS
-    ):
+    generated = linguist.get("linguist-generated")
+    if generated is None:
+        generated = any(glob_matches(g, entry.path) for g in GENERATED_GLOBS)
+    if generated:
         return "generated"
     if parts[-1] in LOCKFILE_NAMES:
         return "lockfile"
@@ -158,7 +164,8 @@ def path_skip_reason(
 
 
 def content_skip_reason(head: bytes, size: int | None) -> str | None:
-    """The reason to skip a blob that its first bytes give, or None."""
+    """The reason to skip a blob that its first bytes give, or None. `size` is the blob's full
+    size, so a sniff that stopped short of the end can be told from the whole file."""
     if (size or 0) <= LFS_POINTER_MAX_BYTES and head.startswith(LFS_POINTER_PREFIX):
         return "lfs_pointer"
     sniff = head[:BINARY_SNIFF_BYTES]
@@ -167,8 +174,9 @@ def content_skip_reason(head: bytes, size: int | None) -> str | None:
     try:
         sniff.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the sniff boundary is still text.
-        if exc.start < len(sniff) - 3:
+        cut_short = size is not None and size > len(sniff)
+        # Only a multi-byte character cut at the sniff boundary is forgiven.
+        if not (cut_short and exc.reason == "unexpected end of data"):
             return "binary"
     return None
 

@@ -19,7 +19,8 @@ _SAFE_CHARS = "-._"
 def _encode_part(part: str) -> str:
     if not part:
         raise PartitionKeyError("an owner or repository name is empty; both are required")
-    encoded = quote(part, safe=_SAFE_CHARS)
+    # quote() never encodes "~", which is our separator.
+    encoded = quote(part, safe=_SAFE_CHARS).replace("~", "%7E")
     # Dagster refuses "..." anywhere in a partition key; escape every dot that touches another dot.
     return re.sub(r"\.(?=\.)|(?<=\.)\.", "%2E", encoded)
 
