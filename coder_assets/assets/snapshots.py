@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from coder_assets.assets import reported_as_failure
 from coder_assets.constants import COMMIT_SHA_TAG, SOURCES_GROUP
 from coder_assets.core.git import commit_info, has_commit
 from coder_assets.core.manifest import ManifestConfig, build_manifest
@@ -50,6 +51,16 @@ def repo_snapshots(
     gitea_change_sensor snapshots the SHA pinned in its tags; otherwise the branch head. The data
     version is the commit SHA, so downstream work for an unchanged repo can be skipped.
     """
+    with reported_as_failure():
+        return _snapshot(context, config, repo_source, repo_mirrors)
+
+
+def _snapshot(
+    context: dg.AssetExecutionContext,
+    config: RepoSnapshotConfig,
+    repo_source: RepoSourceResource,
+    repo_mirrors: RepoMirrorsResource,
+) -> dg.Output[pd.DataFrame]:
     owner, name = parse_partition_key(context.partition_key)
     repo = repo_source.get_repo(owner, name)
     skip = repo_source.filter_rule.skip_reason(repo)

@@ -18,6 +18,7 @@ from coder_assets.core.errors import (
     GiteaError,
     GiteaNotFoundError,
     GiteaUnavailableError,
+    GitError,
     RepoSourceError,
 )
 from coder_assets.core.git import FetchResult, fetch_mirror, redact
@@ -240,14 +241,22 @@ class GiteaResource(RepoSourceResource):
 
     def fetch(self, repo: RepoRef, mirror: Path) -> FetchResult:
         self._check_clone_host(repo)
-        return fetch_mirror(
-            repo.clone_url,
-            mirror,
-            repo.default_branch,
-            http_headers=self.client.auth_headers_for_git(),
-            secrets=[self.token],
-            timeout=self.git_timeout_seconds,
-        )
+        try:
+            return fetch_mirror(
+                repo.clone_url,
+                mirror,
+                repo.default_branch,
+                http_headers=self.client.auth_headers_for_git(),
+                secrets=[self.token],
+                timeout=self.git_timeout_seconds,
+            )
+        except GitError as exc:
+            if "Authentication failed" in str(exc) or "401" in str(exc):
+                raise GitError(
+                    f"{exc}. Gitea refused the token for git over HTTP: check that GITEA_TOKEN "
+                    "is valid and has the read:repository scope"
+                ) from exc
+            raise
 
     def _check_clone_host(self, repo: RepoRef) -> None:
         # The token is only ever sent to the Gitea it belongs to: a clone URL on another host

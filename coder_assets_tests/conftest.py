@@ -1,0 +1,104 @@
+"""Shared fixtures: real git repos, a Gitea API server of ours, resources on tmp paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coder_assets.resources.repos import RepoSourceResource
+from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
+from coder_assets_tests.gitea_server import GiteaTestServer
+
+# Looks like a real Gitea token (40 hex); tests assert it never shows up anywhere.
+GITEA_TOKEN = "4f9a1c0ffee0ddba11c0ffee0ddba11c0ffee0dd"
+GITEA_ORG = "homelab"
+
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@homelab.example",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@homelab.example",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` with an isolated config and return stdout."""
+    env = {**os.environ, **GIT_ENV}
+    proc = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+def init_repo(path: Path, *, bare: bool = False) -> Path:
+    """A new, empty repository with default branch `main`."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main", "--template=", *(["--bare"] if bare else []), ".")
+    return path
+
+
+def commit(repo: Path, files: dict[str, str | bytes | None], message: str = "Change files") -> str:
+    """Write (or delete, for None) `files` in working repo `repo`, commit, return the SHA."""
+    for rel, content in files.items():
+        target = repo / rel
+        if content is None:
+            git(repo, "rm", "-q", "--", rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+        git(repo, "add", "--", rel)
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def add_symlink(repo: Path, rel: str, target: str) -> None:
+    (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, repo / rel)
+    git(repo, "add", "--", rel)
+
+
+def add_gitlink(repo: Path, rel: str, sha: str) -> None:
+    """Stage a submodule entry (mode 160000) pointing at `sha`, as `git submodule add` would."""
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sha},{rel}")
+
+
+def resources_for(source: RepoSourceResource, tmp_path: Path) -> dict[str, object]:
+    """The resources of repo_snapshots, on folders under `tmp_path`."""
+    return {
+        "repo_source": source,
+        "repo_mirrors": RepoMirrorsResource(path=str(tmp_path / "mirrors")),
+        "parquet_io_manager": ParquetIOManager(base_path=str(tmp_path / "storage")),
+    }
+
+
+@pytest.fixture
+def repos_root(tmp_path: Path) -> Path:
+    root = tmp_path / "repos"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def gitea(tmp_path: Path) -> Iterator[GiteaTestServer]:
+    server = GiteaTestServer(tmp_path / "gitea", token=GITEA_TOKEN, org=GITEA_ORG)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
