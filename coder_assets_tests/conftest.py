@@ -10,8 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from coder_assets.constants import COMMIT_SHA_TAG
 from coder_assets.resources.repos import RepoSourceResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
+from coder_assets.sensors import gitea_change_sensor
 from coder_assets_tests.gitea_server import GiteaTestServer
 
 # Looks like a real Gitea token (40 hex); tests assert it never shows up anywhere.
@@ -79,6 +81,42 @@ def resources_for(source: RepoSourceResource, tmp_path: Path) -> dict[str, objec
         "repo_mirrors": RepoMirrorsResource(path=str(tmp_path / "mirrors")),
         "parquet_io_manager": ParquetIOManager(base_path=str(tmp_path / "storage")),
     }
+
+
+class Tick:
+    """Evaluates the sensor as the daemon would: the cursor carries over between ticks and
+    dynamic partition requests are applied to the instance."""
+
+    def __init__(self, instance: dg.DagsterInstance, source: RepoSourceResource) -> None:
+        self.instance = instance
+        self.source = source
+        self.cursor: str | None = None
+
+    def __call__(self) -> dg.SensorResult | dg.SkipReason:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"repo_source": self.source}
+        )
+        result = gitea_change_sensor(context)
+        if isinstance(result, dg.SensorResult):
+            for request in result.dynamic_partitions_requests or []:
+                if isinstance(request, dg.AddDynamicPartitionsRequest):
+                    self.instance.add_dynamic_partitions("repos", list(request.partition_keys))
+                else:
+                    for key in request.partition_keys:
+                        self.instance.delete_dynamic_partition("repos", key)
+            self.cursor = result.cursor
+        return result
+
+    @property
+    def partitions(self) -> list[str]:
+        return sorted(self.instance.get_dynamic_partitions("repos"))
+
+
+def requested_shas(result: dg.SensorResult | dg.SkipReason) -> dict[str, str]:
+    """`{partition key: pinned SHA}` of the runs a sensor result requests."""
+    if isinstance(result, dg.SkipReason):
+        return {}
+    return {r.partition_key: r.tags[COMMIT_SHA_TAG] for r in result.run_requests}
 
 
 @pytest.fixture

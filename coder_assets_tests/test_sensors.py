@@ -11,53 +11,19 @@ import dagster as dg
 import pytest
 
 from coder_assets.assets.snapshots import repo_snapshots
-from coder_assets.constants import COMMIT_SHA_TAG
 from coder_assets.core.changes import SensorCursor
 from coder_assets.resources.gitea import GiteaResource
-from coder_assets.resources.repos import LocalReposResource, RepoSourceResource
+from coder_assets.resources.repos import LocalReposResource
 from coder_assets.sensors import gitea_change_sensor
 from coder_assets_tests.conftest import (
     GITEA_ORG,
     GITEA_TOKEN,
+    Tick,
     commit,
     init_repo,
+    requested_shas,
     resources_for,
 )
-
-
-class Tick:
-    """Evaluates the sensor as the daemon would: the cursor carries over between ticks and
-    dynamic partition requests are applied to the instance."""
-
-    def __init__(self, instance: dg.DagsterInstance, source: RepoSourceResource) -> None:
-        self.instance = instance
-        self.source = source
-        self.cursor: str | None = None
-
-    def __call__(self) -> dg.SensorResult | dg.SkipReason:
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"repo_source": self.source}
-        )
-        result = gitea_change_sensor(context)
-        if isinstance(result, dg.SensorResult):
-            for request in result.dynamic_partitions_requests or []:
-                if isinstance(request, dg.AddDynamicPartitionsRequest):
-                    self.instance.add_dynamic_partitions("repos", list(request.partition_keys))
-                else:
-                    for key in request.partition_keys:
-                        self.instance.delete_dynamic_partition("repos", key)
-            self.cursor = result.cursor
-        return result
-
-    @property
-    def partitions(self) -> list[str]:
-        return sorted(self.instance.get_dynamic_partitions("repos"))
-
-
-def _requests(result) -> dict[str, str]:
-    if isinstance(result, dg.SkipReason):
-        return {}
-    return {r.partition_key: r.tags[COMMIT_SHA_TAG] for r in result.run_requests}
 
 
 def _gitea_source(gitea, **overrides) -> GiteaResource:
@@ -79,7 +45,7 @@ def test_first_tick_adds_partitions_and_requests_every_repo_with_its_sha(gitea, 
     result = tick()
 
     assert tick.partitions == sorted(shas)
-    assert _requests(result) == shas
+    assert requested_shas(result) == shas
     assert sorted(r.run_key for r in result.run_requests) == sorted(
         f"{key}@{sha}" for key, sha in shas.items()
     )
@@ -92,7 +58,7 @@ def test_no_change_requests_nothing(gitea, instance, tmp_path):
 
     result = tick()
 
-    assert _requests(result) == {}
+    assert requested_shas(result) == {}
     assert "No repository changed" in result.skip_reason.skip_message
 
 
@@ -106,9 +72,9 @@ def test_sensor_requests_only_changed_repos(gitea, instance, tmp_path):
     gitea.push_from("a", repo_a)
     result = tick()
 
-    assert _requests(result) == {"homelab~a": new_sha}
+    assert requested_shas(result) == {"homelab~a": new_sha}
     assert result.run_requests[0].run_key == f"homelab~a@{new_sha}"
-    assert _requests(tick()) == {}
+    assert requested_shas(tick()) == {}
 
 
 def test_new_and_deleted_repos_change_the_partitions(gitea, instance, tmp_path):
@@ -122,7 +88,7 @@ def test_new_and_deleted_repos_change_the_partitions(gitea, instance, tmp_path):
     result = tick()
 
     assert tick.partitions == ["homelab~a", "homelab~c"]
-    assert _requests(result) == {"homelab~c": sha_c}
+    assert requested_shas(result) == {"homelab~c": sha_c}
     removed = SensorCursor.from_json(tick.cursor).removed
     assert [r["repo"] for r in removed] == ["homelab~b"] and removed[0]["removed_at"]
 
@@ -153,7 +119,7 @@ def test_gitea_down_skips_with_the_error_and_catches_up_later(gitea, instance, t
     assert "Could not list repositories" in down.skip_message and dead_url in down.skip_message
     assert tick.cursor is None and tick.partitions == []
     tick.source = _gitea_source(gitea)
-    assert list(_requests(tick())) == ["homelab~a"]
+    assert list(requested_shas(tick())) == ["homelab~a"]
 
 
 def test_bad_token_skips_with_a_clear_reason_and_no_token(gitea, instance, tmp_path, caplog):
@@ -185,7 +151,7 @@ def test_repo_already_snapshotted_at_its_head_is_not_requested_after_a_cursor_re
 
     result = Tick(instance, source)()
 
-    assert _requests(result) == {}
+    assert requested_shas(result) == {}
 
 
 def test_sensor_works_the_same_against_the_local_folder_source(instance, repos_root):
@@ -196,10 +162,10 @@ def test_sensor_works_the_same_against_the_local_folder_source(instance, repos_r
     init_repo(repos_root / "empty")
     tick = Tick(instance, LocalReposResource(root=str(repos_root), owner="homelab"))
 
-    assert set(_requests(tick())) == {"homelab~one", "homelab~two"}
+    assert set(requested_shas(tick())) == {"homelab~one", "homelab~two"}
     new_sha = commit(second, {"c.py": "c = 1\n"}, "Add c")
-    assert _requests(tick()) == {"homelab~two": new_sha}
-    assert _requests(tick()) == {}
+    assert requested_shas(tick()) == {"homelab~two": new_sha}
+    assert requested_shas(tick()) == {}
     assert tick.partitions == ["homelab~one", "homelab~two"]
 
 
@@ -214,7 +180,7 @@ def test_unreadable_repo_is_reported_and_does_not_stop_the_others(instance, repo
 
     result = tick()
 
-    assert _requests(result) == {"homelab~good": sha}
+    assert requested_shas(result) == {"homelab~good": sha}
 
 
 @pytest.mark.parametrize("interval", [60])

@@ -1,0 +1,76 @@
+"""The code location loads from workspace.yaml, every job/sensor/schedule validates, and the
+instance config in dagster.yaml loads."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from coder_assets.resources import build_repo_source
+from coder_assets.resources.gitea import GiteaResource
+from coder_assets.resources.repos import LocalReposResource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _workspace_defs() -> dg.Definitions:
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    target = workspace["load_from"][0]["python_module"]
+    return importlib.import_module(target["module_name"]).defs
+
+
+def test_workspace_target_loads_and_validates():
+    defs = _workspace_defs()
+
+    dg.Definitions.validate_loadable(defs)
+
+    assert defs.resolve_job_def("repo_snapshots_job") is not None
+    assert defs.resolve_sensor_def("gitea_change_sensor") is not None
+    assert defs.resolve_schedule_def("weekly_refresh_schedule").cron_schedule == "0 3 * * 0"
+    assets = defs.resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey("repo_snapshots") in assets
+
+
+def test_every_asset_has_a_description_group_kinds_and_code_version():
+    for spec in _workspace_defs().resolve_all_asset_specs():
+        assert spec.description, spec.key
+        assert spec.group_name and spec.group_name != "default", spec.key
+        assert spec.kinds, spec.key
+        assert spec.code_version, spec.key
+
+
+def test_embedded_default_reads_the_local_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("GITEA_URL", raising=False)
+    monkeypatch.setenv("CODER_ASSETS_HOME", str(tmp_path))
+
+    source = build_repo_source()
+
+    assert isinstance(source, LocalReposResource)
+    assert source.root == str(tmp_path / "repos")
+
+
+def test_gitea_is_chosen_when_gitea_url_is_set_and_the_token_stays_an_env_var(monkeypatch):
+    token = "9e" * 20
+    monkeypatch.setenv("GITEA_URL", "https://gitea.example.lan")
+    monkeypatch.setenv("GITEA_TOKEN", token)
+    monkeypatch.setenv("GITEA_ORG", "homelab")
+
+    source = build_repo_source()
+
+    assert isinstance(source, GiteaResource)
+    # The definition holds a reference to the variable, never its value.
+    assert token not in repr(source._get_non_default_public_field_values())
+
+
+def test_dagster_yaml_loads_as_an_instance_with_a_safe_run_queue(tmp_path):
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert coordinator.get_run_queue_config().max_concurrent_runs == 2
+        assert instance.telemetry_enabled is False

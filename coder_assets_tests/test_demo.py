@@ -1,0 +1,60 @@
+"""End to end: `coder-assets demo` on a fresh instance, then the change sensor on that instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, commit_files
+from coder_assets.resources.repos import LocalReposResource
+from coder_assets_tests.conftest import Tick, requested_shas
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(tmp_path):
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GITEA_", "CODER_ASSETS_"))
+    }
+    env.update({"CODER_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)})
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "coder_assets.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in SAMPLE_REPO_NAMES:
+        assert f"ok     homelab~{name}" in proc.stdout
+    assert "make dev" in proc.stdout
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        keys = sorted(instance.get_dynamic_partitions("repos"))
+        assert keys == sorted(f"homelab~{name}" for name in SAMPLE_REPO_NAMES)
+        for key in keys:
+            record = instance.get_latest_data_version_record(
+                dg.AssetKey("repo_snapshots"), partition_key=key
+            )
+            assert record is not None, key
+
+        tick = Tick(instance, LocalReposResource(root=str(home / "repos"), owner="homelab"))
+        # Everything was just snapshotted at its head: the first tick has nothing to do.
+        assert requested_shas(tick()) == {}
+        sha = commit_files(home / "repos" / "homelab-adrs", {"NOTES.md": "review\n"}, "Add notes")
+        assert requested_shas(tick()) == {"homelab~homelab-adrs": sha}
+        assert requested_shas(tick()) == {}
