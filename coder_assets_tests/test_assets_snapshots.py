@@ -66,6 +66,7 @@ def test_snapshot_records_commit_branch_and_manifest(instance, tmp_path, repos_r
     meta = _metadata(result)
     assert meta["commit_sha"] == sha
     assert meta["default_branch"] == "main"
+    assert meta["commit_chosen_by"] == "branch head at run time"
     assert meta["files_total"] == 2 and meta["files_kept"] == 2
     assert "| go | 1 |" in meta["files_by_language"]
     frame = _frame(tmp_path, "svc")
@@ -181,7 +182,7 @@ def test_pinned_sha_is_snapshotted_even_when_the_branch_moved(instance, tmp_path
     )
 
     assert meta["commit_sha"] == pinned
-    assert meta["pinned_by_sensor"] is True
+    assert meta["commit_chosen_by"].startswith("pinned by")
     assert list(_frame(tmp_path, "svc")["path"]) == ["a.py"]
 
 

@@ -1,18 +1,24 @@
 """repo_snapshots: a pinned commit of every repository and the manifest of its files."""
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+import warnings
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from coder_assets.assets import reported_as_failure
-from coder_assets.constants import COMMIT_SHA_TAG, SOURCES_GROUP
+from coder_assets.constants import COMMIT_SHA_TAG, SOURCES_GROUP, TRIGGER_TAG
 from coder_assets.core.git import commit_info, has_commit
 from coder_assets.core.manifest import ManifestConfig, build_manifest
 from coder_assets.core.repos import parse_partition_key
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.repos import RepoSourceResource
 from coder_assets.resources.storage import RepoMirrorsResource
+
+# `Output(data_version=...)` is marked beta, but it is how an asset states its own data version;
+# the warning would otherwise show in every run's log.
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 
 class RepoSnapshotConfig(dg.Config):
@@ -115,7 +121,11 @@ def _snapshot(
         "commit_date": commit["date"],
         "commit_subject": commit["subject"],
         "default_branch": repo.default_branch,
-        "pinned_by_sensor": bool(pinned),
+        "commit_chosen_by": (
+            f"pinned by {context.run.tags.get(TRIGGER_TAG, 'the run')} (tag {COMMIT_SHA_TAG})"
+            if pinned
+            else "branch head at run time"
+        ),
         "mirror": fetched.action,
         "fetch_seconds": round(fetched.seconds, 2),
         "files_total": len(manifest.rows),
