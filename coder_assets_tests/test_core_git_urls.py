@@ -9,7 +9,14 @@ import pytest
 
 from coder_assets.core import git as core_git
 from coder_assets.core.errors import GitError, UnsafeRemoteError
-from coder_assets.core.git import check_remote_url, display_url, git_env, redact, run_git
+from coder_assets.core.git import (
+    GitHttp,
+    check_remote_url,
+    display_url,
+    git_env,
+    redact,
+    run_git,
+)
 
 HEADER = "Authorization: token s3cr3t-t0ken"
 
@@ -125,7 +132,7 @@ def config_pairs(env: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def test_git_env_passes_http_header_only_as_config_value() -> None:
-    env = git_env([HEADER])
+    env = git_env(GitHttp(headers=(HEADER,)))
     assert ("http.extraHeader", HEADER) in config_pairs(env)
     holders = [key for key, value in env.items() if HEADER in value]
     assert len(holders) == 1
@@ -133,7 +140,7 @@ def test_git_env_passes_http_header_only_as_config_value() -> None:
 
 
 def test_git_env_passes_every_header() -> None:
-    env = git_env(["X-One: 1", "X-Two: 2"])
+    env = git_env(GitHttp(headers=("X-One: 1", "X-Two: 2")))
     headers = [value for key, value in config_pairs(env) if key == "http.extraHeader"]
     assert headers == ["X-One: 1", "X-Two: 2"]
 
@@ -210,7 +217,10 @@ class FakeRun:
 def test_run_git_keeps_http_header_out_of_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRun()
     monkeypatch.setattr(core_git.subprocess, "run", fake)
-    assert run_git(["ls-remote", "https://gitea.local/x.git"], http_headers=[HEADER]) == "ok\n"
+    assert (
+        run_git(["ls-remote", "https://gitea.local/x.git"], http=GitHttp(headers=(HEADER,)))
+        == "ok\n"
+    )
     (call,) = fake.calls
     assert not [arg for arg in call["args"] if "s3cr3t" in arg or arg == "-c"]
     assert ("http.extraHeader", HEADER) in config_pairs(call["env"])
@@ -221,8 +231,16 @@ def test_run_git_error_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     stderr = b"fatal: 'https://alice:hunter2@h/x' said no to s3cr3t-t0ken via " + HEADER.encode()
     monkeypatch.setattr(core_git.subprocess, "run", FakeRun(returncode=128, stderr=stderr))
     with pytest.raises(GitError) as raised:
-        run_git(["fetch"], http_headers=[HEADER], secrets=["s3cr3t-t0ken"], what="git fetch")
+        run_git(
+            ["fetch"], http=GitHttp(headers=(HEADER,)), secrets=["s3cr3t-t0ken"], what="git fetch"
+        )
     message = str(raised.value)
     assert "s3cr3t" not in message
     assert "hunter2" not in message
     assert message.startswith("git fetch failed (exit 128)")
+
+
+def test_a_private_ca_bundle_reaches_git_as_ssl_ca_info():
+    pairs = dict(config_pairs(git_env(GitHttp(ca_bundle="/etc/homelab/ca.pem"))))
+
+    assert pairs["http.sslCAInfo"] == "/etc/homelab/ca.pem"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coder_assets.core.errors import GitError, UnsafeRemoteError
-from coder_assets.core.git import fetch_mirror, git_env, run_git
+from coder_assets.core.git import GitHttp, fetch_mirror, git_env, run_git
 from coder_assets_tests.conftest import add_symlink, commit, init_repo
 
 
@@ -90,7 +90,7 @@ def test_headers_travel_in_the_environment_not_in_argv_or_config(tmp_path, monke
     commit(source, {"a.py": "a = 1\n"})
     secret = "Authorization: token " + "ab" * 20
 
-    fetch_mirror(str(source), tmp_path / "mirror.git", "main", http_headers=[secret])
+    fetch_mirror(str(source), tmp_path / "mirror.git", "main", http=GitHttp(headers=(secret,)))
 
     assert seen_argv and all(secret not in " ".join(argv) for argv in seen_argv)
     assert "ab" * 20 not in (tmp_path / "mirror.git" / "config").read_text()

@@ -162,3 +162,13 @@ def test_token_is_never_sent_to_a_clone_url_on_another_host(gitea, tmp_path):
     )
     with pytest.raises(RepoSourceError, match="only sent to GITEA_URL"):
         resource.fetch(elsewhere, tmp_path / "mirror.git")
+
+
+def test_a_private_ca_bundle_is_used_for_the_api_and_for_git(gitea, tmp_path):
+    bundle = tmp_path / "homelab-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    client = _resource(gitea, ca_bundle=str(bundle)).client
+
+    assert client._session.verify == str(bundle)
+    assert client.git_http().ca_bundle == str(bundle)

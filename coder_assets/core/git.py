@@ -92,9 +92,25 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return re.sub(r"(\w+://)[^/\s@]+@", r"\1***@", text)
 
 
-def git_env(http_headers: Sequence[str] = ()) -> dict[str, str]:
+@dataclass(frozen=True)
+class GitHttp:
+    """How git talks HTTP(S) to one server: extra headers (credentials) and a CA bundle for a
+    server whose certificate a private CA signed."""
+
+    headers: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+    def config(self) -> list[tuple[str, str]]:
+        pairs = [("http.extraHeader", header) for header in self.headers]
+        if self.ca_bundle:
+            pairs.append(("http.sslCAInfo", self.ca_bundle))
+        return pairs
+
+
+def git_env(http: GitHttp | None = None) -> dict[str, str]:
     """Environment for a git command: isolated from user/system config, non-interactive, and with
-    HTTP headers given as config through the environment, so they reach neither argv nor a file."""
+    HTTP settings given as config through the environment, so headers reach neither argv nor a
+    file."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -113,7 +129,7 @@ def git_env(http_headers: Sequence[str] = ()) -> dict[str, str]:
             "LC_ALL": "C",
         }
     )
-    config = list(SAFE_GIT_CONFIG) + [("http.extraHeader", header) for header in http_headers]
+    config = list(SAFE_GIT_CONFIG) + (http.config() if http else [])
     env["GIT_CONFIG_COUNT"] = str(len(config))
     for index, (key, value) in enumerate(config):
         env[f"GIT_CONFIG_KEY_{index}"] = key
@@ -125,18 +141,18 @@ def run_git(
     args: Sequence[str],
     *,
     cwd: Path | None = None,
-    http_headers: Sequence[str] = (),
+    http: GitHttp | None = None,
     secrets: Sequence[str] = (),
     timeout: float = 600,
     what: str = "",
 ) -> str:
     """Run `git ARGS` safely and return stdout; on failure raise GitError, redacted."""
-    all_secrets = [*secrets, *http_headers]
+    all_secrets = [*secrets, *(http.headers if http else ())]
     try:
         proc = subprocess.run(
             ["git", *args],
             cwd=cwd,
-            env=git_env(http_headers),
+            env=git_env(http),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
@@ -190,7 +206,7 @@ def fetch_mirror(
     mirror: Path,
     branch: str,
     *,
-    http_headers: Sequence[str] = (),
+    http: GitHttp | None = None,
     secrets: Sequence[str] = (),
     timeout: float = 600,
 ) -> FetchResult:
@@ -204,7 +220,7 @@ def fetch_mirror(
     shown = display_url(url)
     with file_lock(mirror.with_name(mirror.name + ".lock"), timeout=timeout):
         if (mirror / "HEAD").is_file():
-            _fetch_branch(mirror, url, branch, http_headers, secrets, timeout, shown)
+            _fetch_branch(mirror, url, branch, http, secrets, timeout, shown)
             action = "fetched"
         else:
             staging = mirror.with_name(f".{mirror.name}.staging-{os.getpid()}")
@@ -212,7 +228,7 @@ def fetch_mirror(
             staging.parent.mkdir(parents=True, exist_ok=True)
             try:
                 run_git(["init", "--bare", "--quiet", "--template=", str(staging)], what="git init")
-                _fetch_branch(staging, url, branch, http_headers, secrets, timeout, shown)
+                _fetch_branch(staging, url, branch, http, secrets, timeout, shown)
                 shutil.rmtree(mirror, ignore_errors=True)
                 os.replace(staging, mirror)
             finally:
@@ -226,7 +242,7 @@ def _fetch_branch(
     mirror: Path,
     url: str,
     branch: str,
-    http_headers: Sequence[str],
+    http: GitHttp | None,
     secrets: Sequence[str],
     timeout: float,
     shown: str,
@@ -245,7 +261,7 @@ def _fetch_branch(
                 f"+{ref}:{ref}",
             ],
             cwd=mirror,
-            http_headers=http_headers,
+            http=http,
             secrets=secrets,
             timeout=timeout,
             what=f"git fetch of branch {branch!r} from {shown}",

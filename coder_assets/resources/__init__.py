@@ -32,6 +32,7 @@ def build_repo_source() -> RepoSourceResource:
             url=dg.EnvVar("GITEA_URL"),
             token=dg.EnvVar("GITEA_TOKEN"),
             org=dg.EnvVar("GITEA_ORG"),
+            ca_bundle=os.environ.get("GITEA_CA_BUNDLE", ""),
             **filters,
         )
     repos_dir = os.environ.get("CODER_ASSETS_REPOS_DIR") or str(coder_assets_home() / "repos")

@@ -21,7 +21,7 @@ from coder_assets.core.errors import (
     GitError,
     RepoSourceError,
 )
-from coder_assets.core.git import FetchResult, fetch_mirror, redact
+from coder_assets.core.git import FetchResult, GitHttp, fetch_mirror, redact
 from coder_assets.core.repos import RepoHead, RepoRef
 from coder_assets.resources.repos import RepoSourceResource
 
@@ -45,6 +45,7 @@ class GiteaClient:
         max_retries: int = 4,
         backoff_seconds: float = 0.5,
         page_size: int = 50,
+        ca_bundle: str | None = None,
         session: requests.Session | None = None,
     ) -> None:
         base = base_url.strip().rstrip("/")
@@ -63,8 +64,12 @@ class GiteaClient:
         self._backoff = backoff_seconds
         self.page_size = page_size
         self._session = session or requests.Session()
-        # requests would otherwise take credentials from ~/.netrc and proxies from the environment.
+        # requests would otherwise take credentials from ~/.netrc (replacing our header) and
+        # proxies from the environment; a private CA is configured explicitly instead.
         self._session.trust_env = False
+        self.ca_bundle = ca_bundle or None
+        if self.ca_bundle:
+            self._session.verify = self.ca_bundle
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -72,9 +77,10 @@ class GiteaClient:
             headers["Authorization"] = f"token {self._token}"
         return headers
 
-    def auth_headers_for_git(self) -> list[str]:
-        """`http.extraHeader` values that authenticate git over HTTP(S)."""
-        return [f"Authorization: token {self._token}"] if self._token else []
+    def git_http(self) -> GitHttp:
+        """How git authenticates to this Gitea over HTTP(S)."""
+        headers = (f"Authorization: token {self._token}",) if self._token else ()
+        return GitHttp(headers=headers, ca_bundle=self.ca_bundle)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> requests.Response:
         """GET `/api/v1{path}` with retries; raise a GiteaError subclass on failure."""
@@ -204,6 +210,11 @@ class GiteaResource(RepoSourceResource):
     max_retries: int = Field(default=4, description="Retries on 5xx and connection errors.")
     page_size: int = Field(default=50, description="Repositories per page (Gitea caps at 50).")
     git_timeout_seconds: float = Field(default=900.0, description="Limit for one git fetch.")
+    ca_bundle: str = Field(
+        default="",
+        description="PEM file of the CA that signed Gitea's certificate, when it is a private CA "
+        "(GITEA_CA_BUNDLE); empty uses the system's CAs.",
+    )
 
     _client: GiteaClient | None = PrivateAttr(default=None)
 
@@ -217,6 +228,7 @@ class GiteaResource(RepoSourceResource):
                 read_timeout=self.read_timeout_seconds,
                 max_retries=self.max_retries,
                 page_size=self.page_size,
+                ca_bundle=self.ca_bundle or None,
             )
         return self._client
 
@@ -246,7 +258,7 @@ class GiteaResource(RepoSourceResource):
                 repo.clone_url,
                 mirror,
                 repo.default_branch,
-                http_headers=self.client.auth_headers_for_git(),
+                http=self.client.git_http(),
                 secrets=[self.token],
                 timeout=self.git_timeout_seconds,
             )
