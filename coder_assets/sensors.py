@@ -15,9 +15,11 @@ from coder_assets.constants import (
 )
 from coder_assets.core.changes import SensorCursor, plan_changes
 from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.notify import failure_report
 from coder_assets.core.repos import partition_key_for
 from coder_assets.jobs import repo_snapshots_job
 from coder_assets.partitions import repo_partitions
+from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import RepoSourceResource
 
 SENSOR_INTERVAL_SECONDS = int(
@@ -108,3 +110,36 @@ def gitea_change_sensor(
         cursor=plan.cursor.to_json(),
         skip_reason=skip,
     )
+
+
+@dg.run_failure_sensor(
+    name="run_failure_reporter",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reports every failed run of this code location: a log line always, and a POST to the "
+        "webhook in CODER_ASSETS_FAILURE_WEBHOOK_URL (e.g. an ntfy topic) when it is set."
+    ),
+)
+def run_failure_reporter(
+    context: dg.RunFailureSensorContext, failure_notifier: FailureNotifierResource
+) -> None:
+    run = context.dagster_run
+    failures = context.get_step_failure_events()
+    reason = (
+        failures[0].step_failure_data.error.message
+        if failures and failures[0].step_failure_data.error
+        else context.failure_event.message or ""
+    )
+    user_failure = failures[0].step_failure_data.user_failure_data if failures else None
+    if user_failure is not None and user_failure.description:
+        reason = user_failure.description
+    report = failure_report(
+        job_name=run.job_name,
+        run_id=run.run_id,
+        partition_key=run.tags.get("dagster/partition"),
+        failed_steps=[event.step_key for event in failures if event.step_key],
+        reason=reason,
+        ui_url=os.environ.get("CODER_ASSETS_UI_URL", "http://127.0.0.1:3000"),
+    )
+    context.log.error(f"{report.title}: {report.body}")
+    failure_notifier.send(report)

@@ -10,6 +10,7 @@ import dagster as dg
 
 from coder_assets.constants import coder_assets_home
 from coder_assets.resources.gitea import GiteaResource
+from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import LocalReposResource, RepoSourceResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
 
@@ -46,4 +47,5 @@ def build_resources() -> dict[str, Any]:
         "repo_source": build_repo_source(),
         "repo_mirrors": RepoMirrorsResource(path=str(home / "mirrors")),
         "parquet_io_manager": ParquetIOManager(base_path=str(home / "storage")),
+        "failure_notifier": FailureNotifierResource(),
     }
