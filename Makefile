@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 
 # The demo and `make dev` share one Dagster instance and one data folder inside the checkout.
 DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_home
-# Debian packages the tests need (git brings git-http-backend).
-DEBIAN_PACKAGES := git
+# Debian packages the tests need: git (with git-http-backend), chromium for the browser test.
+DEBIAN_PACKAGES := git chromium
 
 .PHONY: help demo test dev lint format venv system-deps instance clean snapshot backfill
 
