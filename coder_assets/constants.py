@@ -23,6 +23,22 @@ DEFAULT_WEEKLY_CRON = "0 3 * * 0"
 OPT_OUT_FILE = ".coder-assets.yaml"
 
 
+def int_setting(name: str, default: int) -> int:
+    """A whole-number setting from the environment, with a clear error when it is not one."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a whole number, got {raw!r}; unset it to use {default}"
+        ) from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}; unset it to use {default}")
+    return value
+
+
 def coder_assets_home() -> Path:
     """Root of everything coder_assets writes locally (mirrors, asset storage, demo repos)."""
     return Path(os.environ.get("CODER_ASSETS_HOME", "~/.coder-assets")).expanduser().resolve()

@@ -8,9 +8,11 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
-from coder_assets.resources import build_repo_source
+from coder_assets.constants import int_setting
+from coder_assets.resources import build_repo_source, build_resources
 from coder_assets.resources.gitea import GiteaResource
 from coder_assets.resources.repos import LocalReposResource
 
@@ -75,3 +77,21 @@ def test_dagster_yaml_loads_as_an_instance_with_a_safe_run_queue(tmp_path):
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
         assert coordinator.get_run_queue_config().max_concurrent_runs == 2
         assert instance.telemetry_enabled is False
+
+
+def test_paths_are_configurable_one_by_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CODER_ASSETS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CODER_ASSETS_MIRRORS_DIR", str(tmp_path / "fast-disk" / "mirrors"))
+
+    resources = build_resources()
+
+    assert resources["repo_mirrors"].path == str(tmp_path / "fast-disk" / "mirrors")
+    assert resources["parquet_io_manager"].base_path == str(tmp_path / "home" / "storage")
+
+
+@pytest.mark.parametrize("raw", ["soon", "-5", "0"])
+def test_a_bad_interval_setting_names_the_variable(monkeypatch, raw):
+    monkeypatch.setenv("CODER_ASSETS_SENSOR_INTERVAL_SECONDS", raw)
+
+    with pytest.raises(ValueError, match="CODER_ASSETS_SENSOR_INTERVAL_SECONDS must be"):
+        int_setting("CODER_ASSETS_SENSOR_INTERVAL_SECONDS", 60)

@@ -43,9 +43,11 @@ def build_repo_source() -> RepoSourceResource:
 def build_resources() -> dict[str, Any]:
     """Every resource of the code location, configured for the current environment."""
     home = coder_assets_home()
+    mirrors = os.environ.get("CODER_ASSETS_MIRRORS_DIR") or str(home / "mirrors")
+    storage = os.environ.get("CODER_ASSETS_STORAGE_DIR") or str(home / "storage")
     return {
         "repo_source": build_repo_source(),
-        "repo_mirrors": RepoMirrorsResource(path=str(home / "mirrors")),
-        "parquet_io_manager": ParquetIOManager(base_path=str(home / "storage")),
+        "repo_mirrors": RepoMirrorsResource(path=mirrors),
+        "parquet_io_manager": ParquetIOManager(base_path=storage),
         "failure_notifier": FailureNotifierResource(),
     }
