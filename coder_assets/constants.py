@@ -8,6 +8,9 @@ from pathlib import Path
 # Asset groups, one per stage.
 SOURCES_GROUP = "sources"
 
+# Who to ask about an asset (shown in the UI).
+OWNERS = ["team:homelab"]
+
 # Partitions.
 REPO_PARTITIONS_NAME = "repos"
 

@@ -38,12 +38,13 @@ def test_workspace_target_loads_and_validates():
     assert dg.AssetKey("repo_snapshots") in assets
 
 
-def test_every_asset_has_a_description_group_kinds_and_code_version():
+def test_every_asset_has_a_description_group_kinds_owner_and_code_version():
     for spec in _workspace_defs().resolve_all_asset_specs():
         assert spec.description, spec.key
         assert spec.group_name and spec.group_name != "default", spec.key
         assert spec.kinds, spec.key
         assert spec.code_version, spec.key
+        assert spec.owners, spec.key
 
 
 def test_embedded_default_reads_the_local_folder(monkeypatch, tmp_path):

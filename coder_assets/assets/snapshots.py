@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from coder_assets.assets import reported_as_failure
-from coder_assets.constants import COMMIT_SHA_TAG, SOURCES_GROUP, TRIGGER_TAG
+from coder_assets.constants import COMMIT_SHA_TAG, OWNERS, SOURCES_GROUP, TRIGGER_TAG
 from coder_assets.core.git import commit_info, has_commit
 from coder_assets.core.manifest import ManifestConfig, build_manifest
 from coder_assets.core.repos import parse_partition_key
@@ -42,6 +42,7 @@ def _markdown_counts(title: str, counts: dict[str, int]) -> str:
     group_name=SOURCES_GROUP,
     kinds={"git", "pandas"},
     code_version="1",
+    owners=OWNERS,
     io_manager_key="parquet_io_manager",
 )
 def repo_snapshots(
