@@ -71,5 +71,5 @@ snapshot: venv instance
 
 # Every repository, as a backfill that the daemon of `make dev` runs.
 backfill: venv instance
-	$(DEMO_ENV) $(BIN)/dagster job backfill -w workspace.yaml -j repo_snapshots_job \
+	$(DEMO_ENV) $(BIN)/dagster job backfill -w workspace.yaml -j repo_job \
 	  --all true --noprompt

@@ -1,6 +1,7 @@
-"""How much work a push costs: a full materialization of N repositories, a re-run with no change,
-and a re-run after one commit in one repository, each driven the way production drives it
-(gitea_change_sensor ticks, then the runs it requests).
+"""How much work a push costs: a full materialization of N repositories (repo_job: snapshots,
+instruction pairs, FIM samples and their checks), a re-run with no change, and a re-run after one
+commit in one repository, each driven the way production drives it (gitea_change_sensor ticks,
+then the runs it requests).
 
     .venv/bin/python benchmarks/incremental.py [--repos 20] [--files 40]
 
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
+from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
 from coder_assets.demo.run import QUIET_RUN_CONFIG
 from coder_assets.demo.sample_repos import commit_files
-from coder_assets.jobs import repo_snapshots_job
+from coder_assets.jobs import repo_job
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
 from coder_assets.sensors import gitea_change_sensor
@@ -52,14 +55,15 @@ class Driver:
         self.source = LocalReposResource(root=str(repos), owner="homelab")
         self.cursor: str | None = None
         self.job = dg.Definitions(
-            assets=[repo_snapshots],
-            jobs=[repo_snapshots_job],
+            assets=[repo_snapshots, instruction_pairs, fim_samples],
+            asset_checks=[instruction_pairs_free_of_secrets, fim_samples_free_of_secrets],
+            jobs=[repo_job],
             resources={
                 "repo_source": self.source,
                 "repo_mirrors": RepoMirrorsResource(path=str(home / "mirrors")),
                 "parquet_io_manager": ParquetIOManager(base_path=str(home / "storage")),
             },
-        ).resolve_job_def("repo_snapshots_job")
+        ).resolve_job_def("repo_job")
 
     def tick_and_run(self) -> tuple[float, int]:
         started = time.perf_counter()

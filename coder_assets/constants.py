@@ -7,6 +7,7 @@ from pathlib import Path
 
 # Asset groups, one per stage.
 SOURCES_GROUP = "sources"
+SAMPLES_GROUP = "samples"
 
 # Who to ask about an asset (shown in the UI).
 OWNERS = ["team:homelab"]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dagster as dg
 
+from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
-from coder_assets.jobs import repo_snapshots_job
+from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
+from coder_assets.jobs import repo_job
 from coder_assets.resources import build_resources
 from coder_assets.schedules import weekly_refresh_schedule
 from coder_assets.sensors import gitea_change_sensor, run_failure_reporter
 
 defs = dg.Definitions(
-    assets=[repo_snapshots],
-    jobs=[repo_snapshots_job],
+    assets=[repo_snapshots, instruction_pairs, fim_samples],
+    asset_checks=[instruction_pairs_free_of_secrets, fim_samples_free_of_secrets],
+    jobs=[repo_job],
     sensors=[gitea_change_sensor, run_failure_reporter],
     schedules=[weekly_refresh_schedule],
     resources=build_resources(),

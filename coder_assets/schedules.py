@@ -6,7 +6,7 @@ import os
 import dagster as dg
 
 from coder_assets.constants import DEFAULT_WEEKLY_CRON, REPO_PARTITIONS_NAME, TRIGGER_TAG
-from coder_assets.jobs import repo_snapshots_job
+from coder_assets.jobs import repo_job
 
 WEEKLY_CRON = os.environ.get("CODER_ASSETS_WEEKLY_CRON", DEFAULT_WEEKLY_CRON)
 SCHEDULE_TIMEZONE = os.environ.get("CODER_ASSETS_TIMEZONE", "UTC")
@@ -16,7 +16,7 @@ SCHEDULE_TIMEZONE = os.environ.get("CODER_ASSETS_TIMEZONE", "UTC")
     name="weekly_refresh_schedule",
     cron_schedule=WEEKLY_CRON,
     execution_timezone=SCHEDULE_TIMEZONE,
-    job=repo_snapshots_job,
+    job=repo_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Snapshots every repository partition (default: Sundays 03:00).",
 )

@@ -18,7 +18,7 @@ from coder_assets.core.changes import SensorCursor, plan_changes
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.notify import failure_report
 from coder_assets.core.repos import partition_key_for
-from coder_assets.jobs import repo_snapshots_job
+from coder_assets.jobs import repo_job
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import RepoSourceResource
@@ -44,7 +44,7 @@ def _snapshotted_shas(instance: dg.DagsterInstance, keys: list[str]) -> dict[str
 
 @dg.sensor(
     name="gitea_change_sensor",
-    job=repo_snapshots_job,
+    job=repo_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(

@@ -12,7 +12,7 @@ import pytest
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.constants import COMMIT_SHA_TAG
 from coder_assets.core.repos import partition_key_for
-from coder_assets.jobs import repo_snapshots_job
+from coder_assets.partitions import repo_partitions
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.resources.storage import read_parquet
 from coder_assets_tests.conftest import (
@@ -259,9 +259,13 @@ def test_failing_repo_does_not_stop_the_others(instance, tmp_path, repos_root):
     source = LocalReposResource(root=str(repos_root), owner="homelab")
     job = dg.Definitions(
         assets=[repo_snapshots],
-        jobs=[repo_snapshots_job],
+        jobs=[
+            dg.define_asset_job(
+                "snapshots_only", selection=[repo_snapshots], partitions_def=repo_partitions
+            )
+        ],
         resources=resources_for(source, tmp_path),
-    ).resolve_job_def("repo_snapshots_job")
+    ).resolve_job_def("snapshots_only")
 
     outcomes = {
         key: job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)

@@ -30,7 +30,7 @@ def test_workspace_target_loads_and_validates():
 
     dg.Definitions.validate_loadable(defs)
 
-    assert defs.resolve_job_def("repo_snapshots_job") is not None
+    assert defs.resolve_job_def("repo_job") is not None
     assert defs.resolve_sensor_def("gitea_change_sensor") is not None
     assert defs.resolve_sensor_def("run_failure_reporter") is not None
     assert defs.resolve_schedule_def("weekly_refresh_schedule").cron_schedule == "0 3 * * 0"

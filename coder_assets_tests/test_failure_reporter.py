@@ -84,7 +84,7 @@ def test_a_broken_webhook_never_raises_and_never_logs_its_url(webhook, monkeypat
     receiver.status = 500
     monkeypatch.setenv("CODER_ASSETS_FAILURE_WEBHOOK_URL", url)
     report = failure_report(
-        job_name="repo_snapshots_job",
+        job_name="repo_job",
         run_id="0123456789abcdef",
         partition_key="homelab~svc",
         failed_steps=["repo_snapshots"],
@@ -98,7 +98,7 @@ def test_a_broken_webhook_never_raises_and_never_logs_its_url(webhook, monkeypat
 
 def test_failure_report_is_short_and_names_job_partition_step_and_link():
     report = failure_report(
-        job_name="repo_snapshots_job",
+        job_name="repo_job",
         run_id="0123456789abcdef",
         partition_key="homelab~svc",
         failed_steps=["repo_snapshots"],
@@ -106,7 +106,7 @@ def test_failure_report_is_short_and_names_job_partition_step_and_link():
         ui_url="http://dagster.lan/",
     )
 
-    assert report.title == "coder_assets: repo_snapshots_job [homelab~svc] failed"
-    assert report.body.startswith("Run 01234567 of repo_snapshots_job [homelab~svc] failed in ")
+    assert report.title == "coder_assets: repo_job [homelab~svc] failed"
+    assert report.body.startswith("Run 01234567 of repo_job [homelab~svc] failed in ")
     assert "line one line two" in report.body and len(report.body) < 800
     assert report.body.endswith("http://dagster.lan/runs/0123456789abcdef")

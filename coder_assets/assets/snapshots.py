@@ -116,7 +116,7 @@ def _snapshot(
         f"{repo.full_name}@{sha[:12]}: {fetched.action} in {fetched.seconds:.1f}s, "
         f"{len(kept)} of {len(manifest.rows)} files kept"
     )
-    metadata: dict[str, dg.RawMetadataValue] = {
+    metadata: dict[str, object] = {
         "repo": repo.full_name,
         "commit_sha": sha,
         "commit_date": commit["date"],

@@ -84,3 +84,19 @@ def pair_from_extracted(
         start_line=extracted.start_line,
         end_line=extracted.end_line,
     )
+
+
+@dataclass(frozen=True)
+class FimRecord:
+    """One FIM sample with its provenance (lines of the middle in the file)."""
+
+    sample_id: str
+    strategy: str
+    language: str
+    text: str
+    repo: str
+    commit_sha: str
+    path: str
+    blob_sha: str
+    start_line: int
+    end_line: int

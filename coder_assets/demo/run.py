@@ -38,8 +38,18 @@ def repos_dir() -> Path:
     return Path(root)
 
 
+SAMPLE_ASSETS = ("instruction_pairs", "fim_samples")
+
+
+def _metadata(outcome: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    """The metadata values of `asset`'s materialization in `outcome` (empty when it failed)."""
+    for materialization in outcome.asset_materializations_for_node(asset):
+        return {key: value.value for key, value in materialization.metadata.items()}
+    return {}
+
+
 def run_demo(instance: dg.DagsterInstance) -> list[DemoResult]:
-    """Create the sample repos, register their partitions and snapshot every one."""
+    """Create the sample repos, register their partitions and run repo_job for every one."""
     create_sample_repos(repos_dir())
     # Imported after the repos exist so the code location sees them on first load.
     from coder_assets.definitions import defs
@@ -49,7 +59,7 @@ def run_demo(instance: dg.DagsterInstance) -> list[DemoResult]:
     keys = [head.repo.partition_key for head in listing.heads]
     known = set(instance.get_dynamic_partitions(REPO_PARTITIONS_NAME))
     instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, [k for k in keys if k not in known])
-    job = defs.resolve_job_def("repo_snapshots_job")
+    job = defs.resolve_job_def("repo_job")
     results: list[DemoResult] = []
     for head in listing.heads:
         key = head.repo.partition_key
@@ -60,10 +70,22 @@ def run_demo(instance: dg.DagsterInstance) -> list[DemoResult]:
             raise_on_error=False,
             run_config=QUIET_RUN_CONFIG,
         )
-        summary = "failed"
-        for materialization in outcome.asset_materializations_for_node("repo_snapshots"):
-            meta = materialization.metadata
-            summary = f"{meta['files_kept'].value} of {meta['files_total'].value} files kept"
+        results_by_asset = {
+            name: _metadata(outcome, name) for name in ("repo_snapshots", *SAMPLE_ASSETS)
+        }
+        snapshot = results_by_asset["repo_snapshots"]
+        parts = []
+        if snapshot:
+            parts.append(f"{snapshot['files_kept']}/{snapshot['files_total']} files")
+        pairs, fim = results_by_asset["instruction_pairs"], results_by_asset["fim_samples"]
+        if pairs:
+            parts.append(f"{pairs['pairs_total']} pairs")
+        if fim:
+            parts.append(f"{fim['samples_total']} FIM")
+        if pairs or fim:
+            secrets = (pairs or {}).get("secrets_total", 0)
+            parts.append(f"{secrets} secrets redacted")
+        summary = ", ".join(parts) or "failed"
         results.append(DemoResult(key, head.sha, outcome.success, summary))
     return results
 
@@ -75,14 +97,14 @@ def main() -> int:
     with dg.DagsterInstance.get() as instance:
         results = run_demo(instance)
     width = max((len(r.partition_key) for r in results), default=10)
-    lines = ["", "repo_snapshots, one partition per repo:"]
+    lines = ["", "repo_job (repo_snapshots → instruction_pairs + fim_samples), one run per repo:"]
     for r in results:
         state = "ok    " if r.success else "FAILED"
         lines.append(f"  {state} {r.partition_key:<{width}}  {r.sha[:12]}  {r.summary}")
     lines += [
         "",
         f"Sample repos: {repos_dir()}",
-        "Open the UI:  make dev   then http://127.0.0.1:3000/assets/repo_snapshots",
+        "Open the UI:  make dev   then http://127.0.0.1:3000/asset-groups",
         "Try the sensor: with `make dev` running, commit to a sample repo, e.g.",
         f"  git -C {repos_dir()}/homelab-adrs -c user.name=me -c user.email=me@homelab.example \\",
         "      commit --allow-empty -m 'Record review date'",

@@ -1,0 +1,365 @@
+"""Instruction pairs from Python source: documented functions, methods and classes, and small
+documented modules. The instruction is built from the docstring and the signature; the output is
+the definition exactly as written, decorators included."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+
+from coder_assets.core.extract_common import (
+    PARSE_ERROR,
+    Extraction,
+    SourceLines,
+    as_sentence,
+    code_list,
+    code_pair,
+    first_paragraph,
+    pick,
+    row_starts,
+    word_count,
+)
+from coder_assets.core.samples import ExtractedPair
+
+# A documented module this short is taken whole.
+MODULE_MAX_LINES = 120
+# Docstrings with fewer words than this say too little to build an instruction from.
+MIN_DOC_WORDS = 3
+# Longer decorator expressions are shortened to their name in the instruction.
+MAX_DECORATOR_CHARS = 80
+
+_FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+_DefNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+_FUNCTION_TEMPLATES = (
+    "Write a Python {what} `{sig}`{ctx}. {doc}",
+    "Implement the Python {what} `{sig}`{ctx}: {doc}",
+    "Write the Python {what} `{sig}`{ctx} according to this description: {doc}",
+    "{doc} Implement this as the Python {what} `{sig}`{ctx}.",
+)
+_CLASS_TEMPLATES = (
+    "Write a Python class `{name}`{ctx}. {doc}",
+    "Implement the Python class `{name}`{ctx}: {doc}",
+    "{doc} Write this as the Python class `{name}`{ctx}.",
+)
+_MODULE_TEMPLATES = (
+    "Write the Python module `{path}`. {doc}",
+    "Write a Python module `{path}` for the following purpose: {doc}",
+    "{doc} Implement this as the Python module `{path}`.",
+)
+
+
+def extract(text: str, path: str) -> Extraction:
+    """Pairs for every documented function, method and class in `text`, plus one for the whole
+    module when it is documented and short. A file that does not parse gives a parse_error."""
+    try:
+        with warnings.catch_warnings():
+            # Invalid escape sequences and the like are the file's business, not a log line.
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return Extraction([], PARSE_ERROR)
+    lines = SourceLines(text)
+    # ast numbers lines split on \r\n, \r and \n; SourceLines maps them onto splitlines().
+    rows = row_starts(text, r"\r\n|\r|\n")
+    pairs: list[ExtractedPair] = []
+    skipped = 0
+    for node, owner in _definitions(tree.body, None):
+        try:
+            pair = _definition_pair(node, owner, text, rows, lines, path)
+        except Exception:  # one odd definition must not cost the whole file
+            pair, skipped = None, skipped + 1
+        if pair is not None:
+            pairs.append(pair)
+    try:
+        module = _module_pair(tree, text, lines, path)
+    except Exception:
+        module, skipped = None, skipped + 1
+    if module is not None:
+        pairs.append(module)
+    return Extraction(pairs, None, skipped)
+
+
+def _definitions(
+    body: list[ast.stmt], owner: ast.ClassDef | None
+) -> list[tuple[_DefNode, ast.ClassDef | None]]:
+    """Module-level functions and classes, and the methods and nested classes of classes, each
+    with the class it belongs to. Functions nested in functions are left out: they lean on their
+    enclosing scope."""
+    found: list[tuple[_DefNode, ast.ClassDef | None]] = []
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append((node, owner))
+        elif isinstance(node, ast.ClassDef):
+            found.append((node, owner))
+            found.extend(_definitions(node.body, node))
+    return found
+
+
+def _is_trivial(body: list[ast.stmt]) -> bool:
+    """Whether a body, docstring aside, holds nothing but `pass` and `...`."""
+    rest = body[1:] if body and _docstring_node(body[0]) else body
+    return all(
+        isinstance(stmt, ast.Pass)
+        or (
+            isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Constant)
+            and stmt.value.value is Ellipsis
+        )
+        for stmt in rest
+    )
+
+
+def _docstring_node(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _block(
+    node: _DefNode, text: str, rows: list[int], lines: SourceLines
+) -> tuple[str, int, int] | None:
+    """The definition's source (decorators included, whole lines) and its line range."""
+    first_row = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    last_row = node.end_lineno
+    if last_row is None or last_row > len(rows):
+        return None
+    start = rows[first_row - 1]
+    end = rows[last_row] if last_row < len(rows) else len(text)
+    raw = text[start:end].rstrip("\r\n")
+    start_line, end_line = lines.span(start, start + len(raw))
+    # ast also breaks lines on a lone \r; the output joins lines with \n like splitlines() does.
+    return raw.replace("\r\n", "\n").replace("\r", "\n"), start_line, end_line
+
+
+class _Render:
+    """Expressions as the source writes them (quotes, spacing), falling back to `ast.unparse`;
+    an expression spread over several lines is put on one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, node: ast.AST) -> str:
+        segment = ast.get_source_segment(self.text, node)
+        if segment is None:
+            return ast.unparse(node)
+        return " ".join(segment.split()) if "\n" in segment else segment
+
+
+def _decorator_text(decorator: ast.expr, render: _Render) -> str:
+    full = render(decorator)
+    if len(full) <= MAX_DECORATOR_CHARS:
+        return f"@{full}"
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return f"@{render(target)}"
+
+
+def _decorator_names(node: _DefNode) -> list[str]:
+    names = []
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        names.append(ast.unparse(target))
+    return names
+
+
+def _param(arg: ast.arg, default: ast.expr | None, render: _Render, prefix: str = "") -> str:
+    text = prefix + arg.arg
+    if arg.annotation is not None:
+        text += f": {render(arg.annotation)}"
+        if default is not None:
+            text += f" = {render(default)}"
+    elif default is not None:
+        text += f"={render(default)}"
+    return text
+
+
+def _parameters(args: ast.arguments, render: _Render, *, drop_first: bool) -> str:
+    """The parameter list as PEP 8 writes it (`x: int = 1`, `y=2`), optionally without the
+    leading `self` / `cls`."""
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    defaults.extend(args.defaults)
+    parts = [
+        _param(arg, default, render) for arg, default in zip(positional, defaults, strict=True)
+    ]
+    if args.posonlyargs:
+        parts.insert(len(args.posonlyargs), "/")
+    if args.vararg is not None:
+        parts.append(_param(args.vararg, None, render, "*"))
+    elif args.kwonlyargs:
+        parts.append("*")
+    parts.extend(
+        _param(arg, default, render)
+        for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+    )
+    if args.kwarg is not None:
+        parts.append(_param(args.kwarg, None, render, "**"))
+    if drop_first and positional:
+        parts.pop(0)
+        if parts and parts[0] == "/":
+            parts.pop(0)
+    return ", ".join(parts)
+
+
+def _signature(node: _FunctionNode, render: _Render, *, drop_first: bool) -> str:
+    signature = f"{node.name}({_parameters(node.args, render, drop_first=drop_first)})"
+    if node.returns is not None:
+        signature += f" -> {render(node.returns)}"
+    return signature
+
+
+def _definition_pair(
+    node: _DefNode,
+    owner: ast.ClassDef | None,
+    text: str,
+    rows: list[int],
+    lines: SourceLines,
+    path: str,
+) -> ExtractedPair | None:
+    docstring = ast.get_docstring(node)
+    if not docstring or _is_trivial(node.body):
+        return None
+    if node.name.startswith("__") and node.name.endswith("__") and node.name != "__init__":
+        return None
+    doc = first_paragraph(docstring)
+    if word_count(doc) < MIN_DOC_WORDS:
+        return None
+    block = _block(node, text, rows, lines)
+    if block is None:
+        return None
+    output, start_line, end_line = block
+    key = (path, owner.name if owner else "", node.name)
+    if isinstance(node, ast.ClassDef):
+        instruction = _class_instruction(node, owner, doc, key, _Render(text))
+        kind = "python_class"
+    else:
+        instruction = _function_instruction(node, owner, doc, key, _Render(text))
+        kind = "python_function"
+    return code_pair(
+        lines,
+        kind=kind,
+        instruction=instruction,
+        output=output,
+        start_line=start_line,
+        end_line=end_line,
+    )
+
+
+def _function_instruction(
+    node: _FunctionNode,
+    owner: ast.ClassDef | None,
+    doc: str,
+    key: tuple[str, ...],
+    render: _Render,
+) -> str:
+    decorators = _decorator_names(node)
+    is_async = isinstance(node, ast.AsyncFunctionDef)
+    # Method kinds that the wording already names are not repeated as decorators.
+    shown = [
+        _decorator_text(decorator, render)
+        for decorator, name in zip(node.decorator_list, decorators, strict=True)
+        if not (owner and name in {"staticmethod", "classmethod", "property"})
+    ]
+    ctx = ""
+    if owner is None:
+        what = "async function" if is_async else "function"
+        signature = _signature(node, render, drop_first=False)
+    else:
+        ctx = f" of the class `{owner.name}`"
+        if "property" in decorators:
+            what = "property"
+            signature = node.name
+            if node.returns is not None:
+                ctx = f" (returning `{render(node.returns)}`){ctx}"
+        else:
+            if "staticmethod" in decorators:
+                what, drop_first = "static method", False
+            elif "classmethod" in decorators:
+                what, drop_first = "classmethod", True
+            else:
+                what, drop_first = "method", True
+            signature = _signature(node, render, drop_first=drop_first)
+        if is_async:
+            what = f"async {what}"
+    template = pick(_FUNCTION_TEMPLATES, "python_function", *key)
+    instruction = template.format(what=what, sig=signature, ctx=ctx, doc=as_sentence(doc))
+    if shown:
+        instruction += f" Decorate it with {' '.join(f'`{d}`' for d in shown)}."
+    return instruction
+
+
+def _class_instruction(
+    node: ast.ClassDef,
+    owner: ast.ClassDef | None,
+    doc: str,
+    key: tuple[str, ...],
+    render: _Render,
+) -> str:
+    details: list[str] = []
+    bases = [render(base) for base in [*node.bases, *node.keywords]]
+    if bases:
+        details.append(f"deriving from {code_list(bases)}")
+    if node.decorator_list:
+        shown = " ".join(f"`{_decorator_text(d, render)}`" for d in node.decorator_list)
+        details.append(f"decorated with {shown}")
+    if owner is not None:
+        details.append(f"nested in `{owner.name}`")
+    ctx = f" ({', '.join(details)})" if details else ""
+    template = pick(_CLASS_TEMPLATES, "python_class", *key)
+    instruction = template.format(name=node.name, ctx=ctx, doc=as_sentence(doc))
+    methods = [
+        stmt.name
+        for stmt in node.body
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+        and not (stmt.name.startswith("__") and stmt.name != "__init__")
+    ]
+    if methods:
+        noun = "method" if len(methods) == 1 else "methods"
+        instruction += f" It has the {noun} {code_list(methods)}."
+    return instruction
+
+
+def _module_names(tree: ast.Module) -> list[str]:
+    """Public names the module defines at top level, in order."""
+    names: list[str] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            candidates = [stmt.name]
+        elif isinstance(stmt, ast.Assign):
+            candidates = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            candidates = [stmt.target.id]
+        else:
+            continue
+        for name in candidates:
+            dunder = name.startswith("__") and name.endswith("__")
+            if (dunder or not name.startswith("_")) and name not in names:
+                names.append(name)
+    return names
+
+
+def _module_pair(
+    tree: ast.Module, text: str, lines: SourceLines, path: str
+) -> ExtractedPair | None:
+    docstring = ast.get_docstring(tree)
+    if not docstring or len(lines) > MODULE_MAX_LINES or len(tree.body) < 2:
+        return None
+    doc = first_paragraph(docstring)
+    if word_count(doc) < MIN_DOC_WORDS:
+        return None
+    template = pick(_MODULE_TEMPLATES, "python_module", path)
+    instruction = template.format(path=path, doc=as_sentence(doc))
+    names = _module_names(tree)
+    if names:
+        instruction += f" It defines {code_list(names)}."
+    output = "\n".join(lines.lines)
+    return code_pair(
+        lines,
+        kind="python_module",
+        instruction=instruction,
+        output=output,
+        start_line=1,
+        end_line=len(lines),
+    )

@@ -1,0 +1,120 @@
+"""The files of one snapshot made ready for sample extraction: read from the mirror, filtered,
+and with every secret redacted (or the file dropped) before any sample is built from them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coder_assets.core.extract_yaml import is_sops_encrypted
+from coder_assets.core.filters import FileFilterConfig, rejection_reason
+from coder_assets.core.manifest import BlobReader
+from coder_assets.core.secrets import Redactor, SecretScanner
+
+SECRET_ACTIONS = ("redact", "drop", "keep")
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """A kept row of a snapshot's manifest."""
+
+    path: str
+    blob_sha: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file ready for extraction: its text is already free of secrets."""
+
+    path: str
+    blob_sha: str
+    language: str | None
+    text: str
+
+
+@dataclass
+class PreparedFiles:
+    files: list[SourceFile] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def rejection_counts(self) -> Counter[str]:
+        return Counter(reason for _, reason in self.rejected)
+
+
+class SecretPolicy:
+    """What happens to text with a secret in it: redacted with stable placeholders (default),
+    dropped, or kept (only for proving that the blocking secret check catches it)."""
+
+    def __init__(self, action: str, scanner: SecretScanner | None = None) -> None:
+        if action not in SECRET_ACTIONS:
+            raise ValueError(f"secret_action must be one of {SECRET_ACTIONS}, got {action!r}")
+        self.action = action
+        self.scanner = scanner or SecretScanner()
+        self.redactor = Redactor(self.scanner)
+        self.dropped: Counter[str] = Counter()
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Secrets found, per type (redacted or dropped); never the secrets themselves."""
+        return self.redactor.counts + self.dropped
+
+    def clean(self, text: str, path: str = "") -> str | None:
+        """`text` free of secrets, or None when the policy drops it."""
+        if self.action == "keep":
+            return text
+        if self.action == "drop":
+            findings = self.scanner.scan(text, path)
+            if findings:
+                self.dropped.update(f.secret_type for f in findings)
+                return None
+            return text
+        redacted, _ = self.redactor.redact(text, path)
+        return redacted
+
+
+def prepare_files(
+    mirror: Path,
+    kept: Iterable[ManifestFile],
+    *,
+    filters: FileFilterConfig,
+    secrets: SecretPolicy,
+) -> PreparedFiles:
+    """Read every kept file (in path order, so placeholders number the same way every run),
+    reject what the filters reject, and clean what remains."""
+    prepared = PreparedFiles()
+    with BlobReader(mirror) as reader:
+        for item in sorted(kept, key=lambda f: f.path):
+            try:
+                text = reader.read(item.blob_sha).decode("utf-8")
+            except UnicodeDecodeError:
+                prepared.rejected.append((item.path, "not_utf8"))
+                continue
+            if is_sops_encrypted(text):
+                prepared.rejected.append((item.path, "sops_encrypted"))
+                continue
+            reason = rejection_reason(text, item.path, item.language, filters)
+            if reason:
+                prepared.rejected.append((item.path, reason))
+                continue
+            clean = secrets.clean(text, item.path)
+            if clean is None:
+                prepared.rejected.append((item.path, "contains_secret"))
+                continue
+            prepared.files.append(SourceFile(item.path, item.blob_sha, item.language, clean))
+    return prepared
+
+
+def count_secret_findings(
+    texts: Iterable[str], scanner: SecretScanner | None = None
+) -> Counter[str]:
+    """Findings per secret type over `texts`: the validator behind the blocking secret checks."""
+    scanner = scanner or SecretScanner()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        if text:
+            counts.update(f.secret_type for f in scanner.scan(text))
+    return counts

@@ -1,0 +1,390 @@
+"""instruction_pairs and fim_samples (with their blocking secret checks) materialized from real
+git repositories: the sample repos, and fixture repos with planted secrets and broken files."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from coder_assets.assets.samples import fim_samples, instruction_pairs
+from coder_assets.assets.snapshots import repo_snapshots
+from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
+from coder_assets.core.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, create_sample_repos
+from coder_assets.resources.repos import LocalReposResource
+from coder_assets.resources.storage import read_parquet
+from coder_assets_tests.conftest import commit, git, init_repo, resources_for
+
+PLAIN_MODULE = (
+    '"""Arithmetic helpers."""\n\n\ndef add(a: int, b: int) -> int:\n'
+    '    """Add two numbers."""\n    total = a + b\n    return total\n'
+)
+
+SAMPLES_GRAPH = [
+    repo_snapshots,
+    instruction_pairs,
+    fim_samples,
+    instruction_pairs_free_of_secrets,
+    fim_samples_free_of_secrets,
+]
+
+
+def _run(instance, tmp_path, repos_root, name, *, run_config=None, raise_on_error=True):
+    key = f"homelab~{name}"
+    if not instance.has_dynamic_partition("repos", key):
+        instance.add_dynamic_partitions("repos", [key])
+    source = LocalReposResource(root=str(repos_root), owner="homelab")
+    return dg.materialize(
+        SAMPLES_GRAPH,
+        partition_key=key,
+        instance=instance,
+        resources=resources_for(source, tmp_path),
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def _frame(tmp_path: Path, asset: str, name: str) -> pd.DataFrame:
+    return read_parquet(tmp_path / "storage" / asset / f"homelab~{name}.parquet")
+
+
+def _checks(result) -> dict[str, bool]:
+    return {
+        evaluation.check_name: evaluation.passed
+        for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def _split_fim(text: str) -> tuple[str, str, str]:
+    body = text[text.index(FIM_PREFIX) + len(FIM_PREFIX) :]
+    prefix, rest = body.split(FIM_SUFFIX, 1)
+    suffix, middle = rest.split(FIM_MIDDLE, 1)
+    return prefix, middle, suffix
+
+
+@pytest.fixture(scope="module")
+def sample_outputs(tmp_path_factory):
+    """Every sample repo through snapshots, pairs and FIM once, shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("samples")
+    repos_root = tmp_path / "repos"
+    create_sample_repos(repos_root)
+    results = {}
+    with dg.instance_for_test() as instance:
+        for name in SAMPLE_REPO_NAMES:
+            results[name] = _run(instance, tmp_path, repos_root, name)
+    return tmp_path, repos_root, results
+
+
+def test_sample_repos_yield_every_source_kind(sample_outputs):
+    tmp_path, _, _ = sample_outputs
+    kinds = Counter()
+    for name in SAMPLE_REPO_NAMES:
+        kinds.update(_frame(tmp_path, "instruction_pairs", name)["kind"])
+        assert len(_frame(tmp_path, "fim_samples", name)) > 0, name
+
+    expected = {
+        "python_function",
+        "python_class",
+        "python_module",
+        "go_function",
+        "go_type",
+        "go_main",
+        "k8s_manifest",
+        "adr_decision",
+        "adr_rationale",
+        "commit_change",
+    }
+    assert expected <= {kind for kind, count in kinds.items() if count > 0}, kinds
+
+
+def test_secret_checks_pass_on_the_sample_repos(sample_outputs):
+    _, _, results = sample_outputs
+    for name, result in results.items():
+        assert _checks(result) == {
+            "instruction_pairs_free_of_secrets": True,
+            "fim_samples_free_of_secrets": True,
+        }, name
+
+
+def test_fim_samples_reassemble_exactly_into_the_file(sample_outputs):
+    tmp_path, repos_root, _ = sample_outputs
+    for name in SAMPLE_REPO_NAMES:
+        for row in _frame(tmp_path, "fim_samples", name).itertuples():
+            source = git(repos_root / name, "show", f"{row.commit_sha}:{row.path}")
+            prefix, middle, suffix = _split_fim(row.text)
+            assert (prefix + middle + suffix).strip("\n") == source.strip("\n"), row.path
+            lines = source.splitlines()
+            shown = "\n".join(lines[row.start_line - 1 : row.end_line])
+            assert middle.strip() == "" or middle.strip().splitlines()[0].strip() in shown
+
+
+def test_provenance_lines_point_at_the_code(sample_outputs):
+    tmp_path, repos_root, _ = sample_outputs
+    checked = 0
+    for name in SAMPLE_REPO_NAMES:
+        pairs = _frame(tmp_path, "instruction_pairs", name)
+        code = pairs[pairs["kind"].isin(["python_function", "python_class", "go_function"])]
+        for row in code.itertuples():
+            source = git(repos_root / name, "show", f"{row.commit_sha}:{row.path}").splitlines()
+            assert "\n".join(source[row.start_line - 1 : row.end_line]).strip() == (
+                row.output.strip()
+            ), (row.path, row.start_line)
+            checked += 1
+    assert checked > 5
+
+
+def test_history_pairs_carry_the_commit_and_its_parent(sample_outputs):
+    tmp_path, repos_root, _ = sample_outputs
+    for name in SAMPLE_REPO_NAMES:
+        pairs = _frame(tmp_path, "instruction_pairs", name)
+        history = pairs[pairs["kind"] == "commit_change"]
+        for row in history.itertuples():
+            assert git(repos_root / name, "rev-parse", f"{row.commit_sha}^") == row.parent_sha
+            assert git(repos_root / name, "show", f"{row.commit_sha}:{row.path}") == (
+                row.output.rstrip("\n")
+            )
+            subject = git(repos_root / name, "log", "-1", "--format=%s", row.commit_sha)
+            assert subject == row.instruction
+            assert not subject.lower().startswith(("wip", "bump", "merge"))
+
+
+def test_running_twice_gives_identical_bytes(tmp_path):
+    repos_root = tmp_path / "repos"
+    create_sample_repos(repos_root)
+    outputs = []
+    for attempt in range(2):
+        with dg.instance_for_test() as instance:
+            _run(instance, tmp_path / f"run{attempt}", repos_root, "order-events-handler")
+        outputs.append(
+            [
+                (
+                    tmp_path
+                    / f"run{attempt}"
+                    / "storage"
+                    / asset
+                    / "homelab~order-events-handler.parquet"
+                ).read_bytes()
+                for asset in ("instruction_pairs", "fim_samples")
+            ]
+        )
+    assert outputs[0] == outputs[1]
+
+
+def _pem_keys() -> dict[str, str]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_pem = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    ssh_pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    return {"rsa": rsa_pem, "openssh": ssh_pem}
+
+
+def _jwt() -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    header = part({"alg": "HS256", "typ": "JWT"})
+    payload = part({"sub": "homelab-ci", "iat": 1767225600, "scope": "deploy"})
+    return f"{header}.{payload}.Q2hhbmdlTWVQbGVhc2VUaGlzSXNBU2lnbmF0dXJlMTIz"
+
+
+PLANTED = {
+    "aws_key_id": "AKIAZ7Q3HOMELAB2X9KD",
+    "aws_secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYHOMELAB3x9",
+    "age": "AGE-SECRET-KEY-1QQPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L2Z4Y8N3QH6R9T5V7W0XJC3D",
+    "kube_token": "eyJhbGciOiJSUzI1NiIsImtpZCI6ImhvbWVsYWIifQ.c2VydmljZWFjY291bnQ.c2lnbmF0dXJlCg",
+    "kube_client_key": base64.b64encode(b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE...\n").decode(),
+    "yaml_password": "Tr0ub4dor&3-homelab-nats",
+    "env_password": "s3cr3t-Pa55w0rd-for-postgres",
+    "gitea_token": "9c2f4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6a",
+    "url_password": "Sup3rS3cretGitPass",
+}
+
+
+def _secret_repo(repos_root: Path) -> tuple[Path, list[str]]:
+    repo = init_repo(repos_root / "leaky")
+    keys = _pem_keys()
+    jwt = _jwt()
+    files = {
+        "src/settings.py": (
+            '"""Settings of the deploy helper."""\n\n'
+            f'AWS_ACCESS_KEY_ID = "{PLANTED["aws_key_id"]}"\n'
+            f'AWS_SECRET_ACCESS_KEY = "{PLANTED["aws_secret"]}"\n'
+            f'API_JWT = "{jwt}"\n\n\n'
+            "def connect(url: str) -> str:\n"
+            '    """Connect to the Gitea API and return the session id."""\n'
+            f'    mirror = "https://admin:{PLANTED["url_password"]}@gitea.homelab.lan/x.git"\n'
+            "    return url + mirror\n"
+        ),
+        "deploy/values.yaml": (
+            "nats:\n  auth:\n    user: app\n"
+            f'    password: "{PLANTED["yaml_password"]}"\n'
+            f"gitea:\n  token: {PLANTED['gitea_token']}\n"
+        ),
+        ".env": f"DB_USER=app\nDB_PASSWORD={PLANTED['env_password']}\n",
+        "deploy/kubeconfig.yaml": (
+            "apiVersion: v1\nkind: Config\nusers:\n- name: ci\n  user:\n"
+            f"    token: {PLANTED['kube_token']}\n"
+            f"    client-key-data: {PLANTED['kube_client_key']}\n"
+        ),
+        "keys/age.txt": f"# created: 2026-01-01\n# public key: age1xyz\n{PLANTED['age']}\n",
+        "keys/id_rsa": keys["rsa"],
+        "keys/id_ed25519": keys["openssh"],
+        "deploy/secret.yaml": (
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: nats-creds\n  namespace: nats\n"
+            "type: Opaque\ndata:\n  password: " + base64.b64encode(b"nats-pass-42").decode() + "\n"
+        ),
+        "deploy/secrets.enc.yaml": (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sops-config\n"
+            "data:\n  key: ENC[AES256_GCM,data:q83Fg==,iv:abc=,tag:def=,type:str]\n"
+            "sops:\n  age:\n  - recipient: age1xyz\n  version: 3.9.0\n"
+        ),
+    }
+    commit(repo, files, "Add deploy helper")
+    secrets = list(PLANTED.values()) + [jwt]
+    for pem in keys.values():
+        secrets += [line for line in pem.splitlines() if line and "-----" not in line]
+    return repo, secrets
+
+
+def _all_strings(tmp_path: Path, name: str) -> list[str]:
+    strings: list[str] = []
+    for asset in ("instruction_pairs", "fim_samples"):
+        frame = _frame(tmp_path, asset, name)
+        for column in frame.columns:
+            strings += [str(v) for v in frame[column].tolist()]
+    return strings
+
+
+def test_planted_secrets_are_absent_from_every_output(instance, tmp_path, repos_root):
+    _, secrets = _secret_repo(repos_root)
+
+    result = _run(instance, tmp_path, repos_root, "leaky")
+
+    outputs = "\n".join(_all_strings(tmp_path, "leaky"))
+    logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    for secret in secrets:
+        assert secret not in outputs, secret[:12]
+        assert secret not in logs, secret[:12]
+    assert "<SECRET_" in outputs
+    assert _checks(result) == {
+        "instruction_pairs_free_of_secrets": True,
+        "fim_samples_free_of_secrets": True,
+    }
+    paths = set(_frame(tmp_path, "instruction_pairs", "leaky")["path"]) | set(
+        _frame(tmp_path, "fim_samples", "leaky")["path"]
+    )
+    assert "deploy/secrets.enc.yaml" not in paths
+    manifests = _frame(tmp_path, "instruction_pairs", "leaky")
+    assert not manifests["output"].str.contains("kind: Secret").any()
+
+
+def test_the_same_secret_gets_the_same_placeholder_across_files(instance, tmp_path, repos_root):
+    repo = init_repo(repos_root / "reuse")
+    token = "ghp_" + "Z" * 10 + "homelab0000reuse00000000000"
+    commit(
+        repo,
+        {
+            "a.py": f'"""Client A."""\n\nTOKEN = "{token}"\n\n\ndef a():\n    return TOKEN\n',
+            "b.py": f'"""Client B."""\n\nTOKEN = "{token}"\n\n\ndef b():\n    return TOKEN\n',
+        },
+    )
+
+    _run(instance, tmp_path, repos_root, "reuse")
+
+    fim = _frame(tmp_path, "fim_samples", "reuse")
+    placeholders = {
+        line.split('"')[1]
+        for text in fim["text"]
+        for line in text.splitlines()
+        if line.startswith("TOKEN = ")
+    }
+    assert len(placeholders) == 1 and next(iter(placeholders)).startswith("<SECRET_")
+
+
+def test_secret_check_fails_when_redaction_is_switched_off(instance, tmp_path, repos_root):
+    _secret_repo(repos_root)
+    keep = {"config": {"secret_action": "keep"}}
+
+    result = _run(
+        instance,
+        tmp_path,
+        repos_root,
+        "leaky",
+        run_config={"ops": {"instruction_pairs": keep, "fim_samples": keep}},
+        raise_on_error=False,
+    )
+
+    assert _checks(result) == {
+        "instruction_pairs_free_of_secrets": False,
+        "fim_samples_free_of_secrets": False,
+    }
+
+
+def test_special_token_text_is_never_emitted_raw(instance, tmp_path, repos_root):
+    repo = init_repo(repos_root / "tokens")
+    commit(
+        repo,
+        {
+            "prompts.py": (
+                '"""Prompt templates for the coding model."""\n\n\n'
+                "def fim_prompt(prefix: str, suffix: str) -> str:\n"
+                '    """Build a FIM prompt from a prefix and a suffix."""\n'
+                '    return ("<|fim_prefix|>" + prefix + "<|fim_suffix|>" + suffix\n'
+                '            + "<|fim_middle|>")\n'
+            ),
+            "plain.py": PLAIN_MODULE,
+        },
+    )
+
+    result = _run(instance, tmp_path, repos_root, "tokens")
+
+    fim = _frame(tmp_path, "fim_samples", "tokens")
+    assert "prompts.py" not in set(fim["path"]) and "plain.py" in set(fim["path"])
+    for text in fim["text"]:
+        assert text.count(FIM_MIDDLE) == 1
+    pairs = _frame(tmp_path, "instruction_pairs", "tokens")
+    for column in ("instruction", "input", "output"):
+        assert not pairs[column].str.contains("<|fim_middle|>", regex=False).any()
+    meta = result.asset_materializations_for_node("fim_samples")[0].metadata
+    assert "special_tokens" in meta["rejections_by_reason"].value
+
+
+def test_malformed_files_are_skipped_with_a_counted_reason(instance, tmp_path, repos_root):
+    repo = init_repo(repos_root / "broken")
+    commit(
+        repo,
+        {
+            "bad.py": '"""Broken module."""\n\ndef oops(:\n    return 1\n' + "x = 1\n" * 5,
+            "bad.go": "package main\n\n// Run runs.\nfunc Run( {\n\treturn\n}\n" + "// pad\n" * 5,
+            "bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n" + "# pad\n" * 5,
+            "good.py": PLAIN_MODULE,
+        },
+    )
+
+    result = _run(instance, tmp_path, repos_root, "broken")
+
+    assert result.success
+    meta = result.asset_materializations_for_node("instruction_pairs")[0].metadata
+    table = meta["rejections_by_reason"].value
+    for reason in ("parse_error:python", "parse_error:go", "parse_error:yaml"):
+        assert reason in table, table
+    assert "good.py" in set(_frame(tmp_path, "instruction_pairs", "broken")["path"])
