@@ -12,7 +12,6 @@ import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -49,7 +48,7 @@ def _fake_pem(label: str, seed: str, lines: int = 12) -> str:
     return f"-----BEGIN {label}-----\n" + "\n".join(rows) + f"\n-----END {label}-----\n"
 
 
-def _private_keys() -> dict[str, str]:
+def _private_keys() -> dict[str, str | bytes]:
     """Throwaway private keys in each PEM flavour homelab repos hold."""
     try:
         from cryptography.hazmat.primitives import serialization
@@ -76,7 +75,7 @@ def _private_keys() -> dict[str, str]:
         "encrypted": ec_key.private_bytes(
             pem, pkcs8, serialization.BestAvailableEncryption(b"throwaway-passphrase")
         ),
-    } | {}
+    }
 
 
 KEYS = {
@@ -317,11 +316,14 @@ NOT_SECRETS: list[tuple[str, str]] = [
     ("app.py", 'API_KEY_ENV = "GITEA_TOKEN"\nmax_new_tokens = 256\neos_token = "</s>"\n'),
     ("app.py", 'DEFAULT_IO_MANAGER_KEY = "io_manager"\nPASS = "PASS"\n'),
     ("Makefile", "test:\n\tpytest -q\n\nTOKEN ?= $(shell cat .token)\n"),
+    ("run.sh", "docker run -u 1000:1000 app\ngit push -u origin main\n"),
+    ("README.md", "    token: str\n    password: Optional[str]\n    api_key: str | None\n"),
+    ("crlf.env", "DB_PASSWORD=${DB_PASSWORD}\r\n"),
     ("", "password = get_password()\nsecret = request.headers['x-secret']\n"),
 ]
 
 
-def _path_lines(value: str) -> list[str]:
+def _lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
 
@@ -433,6 +435,9 @@ def test_url_credentials_keep_scheme_and_host(
         ),
         ("values.yaml", "adminPassword: &pw helm-Adm1n\nreplica: *pw\n", "helm-Adm1n"),
         ("values.yaml", "config:\n  password: |\n    multi-line-pw-1\n", "multi-line-pw-1"),
+        ("backup.sh", "curl -fsS -u backup:cUrl-pw-3 https://rustfs.lan/\n", "backup:cUrl-pw-3"),
+        ("crlf.yaml", "db:\r\n  password: crlf-Pw-1\r\n  user: app\r\n", "crlf-Pw-1"),
+        ("crlf.env", "DB_PASSWORD=crlf-env-2\r\nX=1\r\n", "crlf-env-2"),
     ],
 )
 def test_assignment_styles_are_found(
@@ -441,6 +446,8 @@ def test_assignment_styles_are_found(
     redacted, counts = Redactor(scanner).redact(text, path)
     assert value not in redacted
     assert sum(counts.values()) >= 1
+    assert redacted.count("\n") == text.count("\n")
+    assert scanner.scan(redacted, path) == scanner.scan(redacted) == []
 
 
 def test_unterminated_pem_block_is_covered_from_begin_on(scanner: SecretScanner) -> None:
@@ -448,7 +455,7 @@ def test_unterminated_pem_block_is_covered_from_begin_on(scanner: SecretScanner)
     text = f"notes: the key was\n{head}\n(truncated)\n"
     redacted, counts = Redactor(scanner).redact(text, "notes.md")
     assert counts == Counter({"private_key": 1})
-    assert all(line not in redacted for line in _path_lines(head))
+    assert all(line not in redacted for line in _lines(head))
     assert redacted.endswith("(truncated)\n")
 
 
@@ -456,7 +463,7 @@ def test_pem_block_in_a_one_line_json_string_is_covered(scanner: SecretScanner) 
     escaped = json.dumps({"ssh_key": KEYS["openssh"]})
     redacted, counts = Redactor(scanner).redact(escaped, "secrets.json")
     assert counts == Counter({"private_key": 1})
-    assert all(line not in redacted for line in _path_lines(KEYS["openssh"]))
+    assert all(line not in redacted for line in _lines(KEYS["openssh"]))
 
 
 def test_config_switches_choose_the_detectors() -> None:
@@ -558,12 +565,12 @@ def test_every_planted_secret_is_absent_after_redaction(
     everything = "\n".join(texts.values())
     for path, value, _ in PLANTED:
         assert value not in texts[path], (path, value)
-        for line in _path_lines(value):
+        for line in _lines(value):
             assert line not in everything, (path, line)
     for value in (AWS_KEY_ID, AWS_SECRET, AGE_KEY, JWT, SA_TOKEN, GITEA_TOKEN, GITHUB_TOKEN):
         assert value not in everything
     for key in KEYS.values():
-        assert all(line not in everything for line in _path_lines(key)[1:-1])
+        assert all(line not in everything for line in _lines(key)[1:-1])
 
 
 @pytest.mark.parametrize(("path", "kept"), KEPT, ids=[k[:30] for _, k in KEPT])
@@ -581,6 +588,22 @@ def test_redacted_text_rescans_clean(
         assert scanner.scan(text, path) == [], path
         # The blocking checks re-scan finished samples without a path.
         assert scanner.scan(text) == [], path
+
+
+def test_placeholders_cut_by_a_fim_span_rescan_clean(
+    scanner: SecretScanner, redacted: tuple[dict[str, str], Redactor]
+) -> None:
+    """FIM samples cut files at any character, also inside a placeholder."""
+    for path in (".env", "settings/aws.py", "charts/gitea/values.yaml", "scripts/mirror.sh"):
+        text = redacted[0][path]
+        for placeholder in re.finditer(r"<SECRET_[A-Z0-9_]+>", text):
+            for cut in range(placeholder.start() + 1, placeholder.end()):
+                middle_end = min(len(text), cut + 17)
+                sample = (
+                    f"<|fim_prefix|>{text[:cut]}<|fim_suffix|>{text[middle_end:]}"
+                    f"<|fim_middle|>{text[cut:middle_end]}"
+                )
+                assert scanner.scan(sample) == [], (path, cut)
 
 
 def test_placeholders_are_stable_per_value_and_numbered_per_type(
@@ -671,7 +694,7 @@ def test_redact_returns_the_counts_of_its_own_text(scanner: SecretScanner) -> No
     assert redactor.counts == first + second
 
 
-def test_redaction_is_deterministic(scanner: SecretScanner) -> None:
+def test_redaction_is_deterministic() -> None:
     def run() -> list[str]:
         redactor = Redactor(SecretScanner())
         return [redactor.redact(text, path)[0] for path, text in FILES.items()]
@@ -753,5 +776,5 @@ def test_empty_text(scanner: SecretScanner) -> None:
     assert Redactor(scanner).redact("") == ("", Counter())
 
 
-def test_unknown_file_types_and_paths_are_scanned(scanner: SecretScanner, tmp_path: Path) -> None:
+def test_unknown_file_types_are_scanned(scanner: SecretScanner) -> None:
     assert contains_secret(f"token {GITEA_TOKEN}\n", scanner, path="weird/file.xyz")

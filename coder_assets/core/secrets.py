@@ -1,64 +1,79 @@
 """Finding and redacting secrets in repository text before any of it reaches a dataset.
 
-Code models memorise and emit credentials from their training data, so every text file goes
-through a `Redactor` (one per repository) before it becomes a sample. `SecretScanner.scan` runs two
-detectors over a text and returns non-overlapping `Finding`s:
+Code models memorise and emit credentials from their training data (arXiv 2309.07639), so every
+text file goes through a `Redactor` (one per repository) before it becomes a sample, and the
+finished samples are re-scanned by a blocking check. `SecretScanner.scan` runs two detectors and
+returns sorted, non-overlapping `Finding`s (overlaps are merged into their union, typed by the
+widest member; on equal spans the more specific rule names it).
 
-1. Every detect-secrets plugin, including the keyword, private-key and basic-auth detectors that
-   BigCode turned off. The plugins are called in memory, line by line, through their
-   `analyze_string`; nothing touches detect-secrets' global settings, and no plugin's `verify`
-   (network) is ever called. detect-secrets' default false-positive filters are applied
-   (sequential strings, UUIDs, `{templated}` / `$prefixed` values, id-like names, indirect
-   references for the keyword detector, lock files for the entropy detectors, values without a
-   letter). Its allowlist pragma (`# pragma: allowlist secret`) and its swagger-file filter are
-   NOT honoured: a dataset cannot trust a comment in the code it is protecting.
+1. Every detect-secrets plugin with its default settings, including the keyword, private-key and
+   basic-auth detectors that BigCode turned off. They are called in memory through their
+   `analyze_string`, one line at a time; detect-secrets' global settings are never touched and
+   no plugin's `verify` (network) is ever called. detect-secrets' default value filters apply
+   (sequential strings, UUIDs, `{templated}` and `$prefixed` values, id-like names, values
+   without a letter - which also drops every public IP -, indirect references for the keyword
+   plugin); its file filters do not (allowlist pragmas, lock files, swagger files): a dataset
+   cannot trust a comment in the code it protects, and a secret is a secret in any file. The
+   keyword plugin uses the patterns of the file's language plus the quoted ones (a Go struct
+   literal `Password: "..."`); in source code only its string literals count, and never the
+   value of a key that names a reference (`secretName`, `existingSecret`, `*_FILE`, `*_PATH`).
+   Each plugin runs only on the lines that can hold one of its findings (`_LINE_TRIGGERS`).
 2. Our rules for what homelab code holds and the plugins miss (`custom_rules`):
 
    - `private_key`: the whole `-----BEGIN ... PRIVATE KEY-----` ... `-----END ...-----` block
-     (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8, PGP, SSH2), also indented in YAML block scalars or
-     `\\n`-escaped in one string; a block without its END line is covered from BEGIN to the last
-     base64 line after it. PuTTY key files are covered from their first line to `Private-MAC`.
-   - `age_key`: `AGE-SECRET-KEY-1` and 58 or more bech32 characters.
+     (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8, PGP, SSH2), also indented in a YAML block scalar
+     or `\\n`-escaped in one string; a BEGIN without its END (truncated file, key assembled in
+     code) is covered with the base64 lines that follow it. PuTTY keys up to `Private-MAC`.
+   - `age_key`: `AGE-SECRET-KEY-1` and its bech32 characters (58 in a real key; shorter or
+     longer runs are covered too).
    - `kubeconfig_client_key`: the value of `client-key-data`. `client-certificate-data` and
      `certificate-authority-data` are public certificates and stay.
    - `kubeconfig_token`: `token` (and `id-token`, `refresh-token`, `access-token`,
-     `client-secret`) values in a text that looks like a kubeconfig (`kind: Config`, `users:`,
-     `current-context:`); the same keys elsewhere are `yaml_secret`.
-   - `gitea_token`: 40 lowercase hex characters that are a value: after `token ` or `Bearer `, or
-     the whole right-hand side of an assignment (`KEY=`, `key:`, `"key": "`, `?key=`). Commit
-     SHAs are left alone when the key names a git object (`commit`, `sha`, `ref`, `rev`,
-     `revision`, `version`, `hash`, `digest`, `checksum`, `tree`, `parent`, `head`, `base`,
-     `oid`, `tag`, `id`, `fingerprint`, ...), and a bare 40-hex string in prose, a command line
-     (`git checkout <sha>`) or a pinned `uses: owner/action@<sha>` is not a token.
+     `client-secret`) in a text that looks like a kubeconfig (`kind: Config`, `users:`,
+     `current-context:`). The same keys elsewhere are `yaml_secret`.
+   - `k8s_secret_data`: every value under `data:` / `stringData:` of a `kind: Secret` document,
+     block scalars whole (`SealedSecret` ciphertext is not covered: it is encrypted).
    - `github_token`: `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` and `github_pat_` tokens.
-   - `url_credentials`: the `user:password` of `scheme://user:password@host`; scheme and host stay.
-   - `auth_header`: the literal value of an `Authorization: Bearer|token|Basic <value>` header
-     (a 40-hex value is a `gitea_token`).
-   - `env_assignment`: `NAME=value` (also `export`, `ENV`, `ARG`, `:=`, `?=`, `- NAME=value` in
-     compose files, Dockerfile `ENV NAME value`, YAML `- name: NAME` / `value: ...` pairs) where
-     NAME is secret-looking: its last word is password, passwd, pwd, pass, passphrase, secret,
-     token, credential(s) or apikey, or it ends in `_KEY` (any `*_KEY` for UPPER_SNAKE names;
-     for other names only qualified keys such as `apiKey`, `secretKey`, `accessKey`,
-     `privateKey`). `AWS_SECRET_ACCESS_KEY` values are `aws_secret_key`. In source code files
-     only string literals count (an unquoted right-hand side is an expression).
-   - `yaml_secret`: `password: value`-style YAML (and pretty JSON) keys with the same names, in
-     every file that is not source code; block scalars are covered whole.
-   - `k8s_secret_data`: every value under `data:` / `stringData:` of a `kind: Secret` document.
+   - `jwt`: the whole `header.payload.signature` (the plugin's finding stops before the
+     signature).
+   - `gitea_token`: 40 lowercase hex characters that are a value: after `token ` / `Bearer `, or
+     the whole right-hand side of an assignment (`KEY=`, `key:`, `"key": "`, `?key=`). Commit
+     SHAs stay when the key names a git object or version (`commit`, `sha`, `ref`, `rev`,
+     `revision`, `version`, `hash`, `digest`, `checksum`, `tree`, `parent`, `head`, `base`,
+     `oid`, `tag`, `id`, `fingerprint`, `before`, `after`, `pin`, ...); a bare SHA in prose, in a
+     command (`git checkout <sha>`) or pinned in `uses: owner/action@<sha>` is no token either.
+     (A quoted SHA is still flagged by detect-secrets' hex entropy plugin; accepted.)
+   - `url_credentials`: the `user:password` of `scheme://user:password@host`; scheme and host
+     stay. `cli_credentials`: `curl -u user:password` (not `-u 1000:1000`).
+   - `auth_header`: the literal value of `Authorization: Bearer|token|Basic <value>` (a 40-hex
+     value is a `gitea_token`).
+   - `env_assignment`: `NAME=value` (`export`, `ENV`, `ARG`, `:=`, `?=`, `- NAME=value` in compose
+     files, `--db-password=...` flags, Dockerfile `ENV NAME value`, YAML `- name: NAME` /
+     `value: ...` pairs) where NAME is secret-looking: its last word is password, passwd, pwd,
+     pass, passphrase, secret, token, credential(s), apikey or jwt; or it ends in `_KEY` (any
+     UPPER_SNAKE `*_KEY` in configuration files, only qualified ones such as `API_KEY`,
+     `secretKey`, `accessKey`, `privateKey` in source code, where `*_KEY` constants are mostly
+     lookup keys). Language-model and pagination tokens (`eos_token`, `max_tokens`,
+     `next_page_token`) are not secrets. `AWS_SECRET_ACCESS_KEY` values are `aws_secret_key`.
+     In source code only string literals count: an unquoted right-hand side is an expression.
+   - `yaml_secret`: `password: value`-style YAML and pretty-printed JSON keys with the same
+     names, in every file that is not source code; block scalars are covered whole.
+   - `docker_auth`: the base64 `user:password` of `"auth": "..."` in Docker's config.json.
    - `netrc_password`: `password <value>` in `.netrc`.
 
    NOT secrets, for every rule: empty values; references and templates (`${VAR}`, `$VAR`,
    `$(cmd)`, `{{ .Values.x }}`, `{name}`, `%s`, `<your-token>`, our own `<SECRET_...>`
    placeholders); `secretKeyRef` / `valueFrom` references (they carry no value); booleans and
-   null; masks (`****`, `xxxx`); SOPS / Ansible Vault ciphertext (`ENC[...]`, `$ANSIBLE_VAULT`);
-   file paths (`/run/secrets/db`, `~/.ssh/id_ed25519`); references to secret managers
-   (`vault:`, `op://`, `ref+`, `arn:`); an UPPER_SNAKE secret name used as a value (the name of an
-   environment variable). Literal defaults such as `changeme`, `admin` or `password` ARE secrets:
+   null; masks (`****`, `xxxx`); SOPS and Ansible Vault ciphertext (`ENC[...]`,
+   `$ANSIBLE_VAULT`) - dropping SOPS files whole is the repository filters' job; file paths
+   (`/run/secrets/db`, `~/.ssh/id_ed25519`); secret-manager references (`vault:`, `op://`,
+   `ref+`, `arn:`); an UPPER_SNAKE secret name used as a value (the name of an environment
+   variable); the name itself (`PASS = "PASS"`); in source code, a string with spaces (a message,
+   not a credential). Literal defaults such as `changeme`, `admin` or `password` ARE secrets:
    in homelab code they are usually the credential in use, and redacting them costs nothing.
-   Key names that point at a secret rather than hold one (`secretName`, `existingSecret`,
-   `*SecretRef`, `*_FILE`, `*_PATH`) are not secret names, also for the keyword plugin.
 
-Overlapping findings are merged into one span, typed by the widest of them. detect-secrets' high
-entropy plugins flag quoted hashes in code (checksums, digests); that over-redaction is accepted.
+A scan without a path treats the text as source code (see `_Text`); pass the repository path of
+configuration files (`.env`, YAML, Dockerfile) to get their rules.
 """
 
 from __future__ import annotations
@@ -151,9 +166,13 @@ def placeholder_for(secret_type: str, number: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 _NOT_SECRET_WORDS = frozenset(
-    "null ~ none nil true false yes no on off undefined redacted [redacted] (redacted)".split()
+    "null ~ none nil true false yes no on off undefined redacted [redacted] (redacted)"
+    # type annotations in documentation (`token: str`)
+    " str string bytes int bool secretstr optional[str] str|none".split()
 )
-_PLACEHOLDER_MARKERS = ("{{", "{%", "<%", "${", "#{", "ENC[", "$ANSIBLE_VAULT")
+# Templates, ciphertext, and our own placeholders (also cut in two by a FIM span, where a special
+# token such as `<|fim_suffix|>` follows the first half).
+_PLACEHOLDER_MARKERS = ("{{", "{%", "<%", "${", "#{", "ENC[", "$ANSIBLE_VAULT", "<SECRET_", "<|")
 _REFERENCE_PREFIXES = ("vault:", "op://", "ref+", "arn:", "secretref:", "file:")
 _PATH_VALUE = re.compile(
     r"(?:~|\.{1,2})/[\w.\-/]*"
@@ -165,7 +184,7 @@ _ENV_NAME_VALUE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 def _is_placeholder(value: str) -> bool:
     """True for values that stand for a secret without being one (see the module docstring)."""
-    v = value.strip().strip("\"'`").strip()
+    v = value.strip().strip("\"'`").strip().replace(" | ", "|")
     if not v or v[0] == "$" or len(set(v)) == 1:
         return True
     if any(marker in v for marker in _PLACEHOLDER_MARKERS):
@@ -407,6 +426,9 @@ _URL_CREDENTIALS = re.compile(
     r"://(?P<cred>(?P<user>[^\s:/?#@\"'`<>\[\]{}]*):(?P<password>[^\s/?#\"'`<>]*[^\s/?#\"'`<>@]))"
     r"@[A-Za-z0-9_.\-\[\]]+"
 )
+_CLI_USER = re.compile(  # curl -u user:password, --user=user:password
+    r"(?<!\S)(?:-u|--user|--proxy-user)(?:[ \t]+|=)[\"']?(?P<cred>[^\s:\"'@]*:[^\s\"']+)"
+)
 _URL_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*$")
 _AUTH_HEADER = re.compile(  # searched in the lowercased text
     r"authorization[\"']?[ \t]*[:=,][ \t]*[\"']?(?:bearer|token|basic)[ \t]+"
@@ -532,6 +554,14 @@ def _url_credentials(t: _Text) -> Iterator[_Candidate]:
         scheme = _URL_SCHEME_BEFORE.search(t.text, max(0, m.start() - 40), m.start())
         if scheme and not _is_placeholder(m["password"]):
             yield m.start("cred"), m.end("cred"), "url_credentials"
+
+
+def _cli_credentials(t: _Text) -> Iterator[_Candidate]:
+    if "-u" in t.text:
+        for m in _CLI_USER.finditer(t.text):
+            password = m["cred"].split(":", 1)[1]
+            if not _is_placeholder(password) and not password.isdigit():  # `-u 1000:1000`
+                yield m.start("cred"), m.end("cred"), "cli_credentials"
 
 
 def _auth_headers(t: _Text) -> Iterator[_Candidate]:
@@ -674,6 +704,7 @@ _CUSTOM_RULES = (
     _jwts,
     _gitea_tokens,
     _url_credentials,
+    _cli_credentials,
     _auth_headers,
     _env_pairs,
     _yaml_secrets,
@@ -952,7 +983,7 @@ def contains_secret(text: str, scanner: SecretScanner, path: str = "") -> bool:
 
 # Values this long, with letters and digits, are replaced wherever they reappear in the
 # repository, also where no rule fires (a token found in `.env` and pasted into a test).
-_SWEEP_MIN_LENGTH = 12
+_SWEEP_MIN_LENGTH = 16
 
 
 def _identity(value: str) -> str:
@@ -976,37 +1007,30 @@ class Redactor:
     placeholders are numbered per type in order of first appearance (`<SECRET_JWT_1>`).
 
     A secret that spans lines (a PEM block) becomes its placeholder followed by as many newlines
-    as it held, so the line numbers of everything after it stay. A token-like value (12 or more
-    characters, letters and digits) once found is also replaced where it appears again without
-    a rule firing.
+    as it held, so the line numbers of everything after it stay. A token-like value (16 or more
+    characters, letters and digits, no whitespace) once found is also replaced wherever it
+    appears again as a whole token, also where no rule fires.
     """
 
     def __init__(self, scanner: SecretScanner) -> None:
         self._scanner = scanner
-        self._placeholders: dict[str, tuple[str, str]] = {}  # identity -> (placeholder, type)
+        self._placeholders: dict[str, str] = {}  # identity -> placeholder
         self._numbers: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
-        self._known_tokens: dict[str, str] = {}  # token-like value -> its secret type
+        self._tokens = _KnownTokens()
 
     @property
     def counts(self) -> Counter[str]:
-        """Findings redacted so far, per secret type."""
+        """Secrets redacted so far, per secret type."""
         return Counter(self._counts)
 
     def redact(self, text: str, path: str = "") -> tuple[str, Counter[str]]:
         """`text` with every secret replaced, and the number of secrets replaced per type."""
         findings = self._scanner.scan(text, path)
-        tokens = dict(self._known_tokens)
         for finding in findings:
-            value = text[finding.start : finding.end]
-            if _is_sweepable(value):
-                tokens.setdefault(value, finding.secret_type)
+            self._tokens.add(text[finding.start : finding.end], finding.secret_type)
         candidates = [(f.start, f.end, f.secret_type, 0) for f in findings]
-        for value, secret_type in tokens.items():
-            candidates.extend(
-                (start, start + len(value), secret_type, 1)
-                for start in _token_occurrences(text, value)
-            )
+        candidates += [(s, e, kind, 1) for s, e, kind in self._tokens.occurrences(text)]
         pieces: list[str] = []
         counts: Counter[str] = Counter()
         last = 0
@@ -1016,29 +1040,58 @@ class Redactor:
             pieces += [text[last : finding.start], placeholder, "\n" * value.count("\n")]
             counts[finding.secret_type] += 1
             last = finding.end
-            if _is_sweepable(value):
-                self._known_tokens.setdefault(value, finding.secret_type)
         pieces.append(text[last:])
         self._counts.update(counts)
         return "".join(pieces), counts
 
     def _placeholder(self, value: str, secret_type: str) -> str:
         identity = _identity(value)
-        known = self._placeholders.get(identity)
-        if known is None:
+        placeholder = self._placeholders.get(identity)
+        if placeholder is None:
             self._numbers[secret_type] += 1
-            known = (placeholder_for(secret_type, self._numbers[secret_type]), secret_type)
-            self._placeholders[identity] = known
-        return known[0]
+            placeholder = placeholder_for(secret_type, self._numbers[secret_type])
+            self._placeholders[identity] = placeholder
+        return placeholder
 
 
-def _token_occurrences(text: str, value: str) -> Iterator[int]:
-    """Where `value` occurs in `text` as a whole token (not inside a longer word)."""
-    start = text.find(value)
-    while start != -1:
-        end = start + len(value)
-        before_ok = start == 0 or not (text[start - 1].isalnum() and value[0].isalnum())
-        after_ok = end == len(text) or not (text[end].isalnum() and value[-1].isalnum())
-        if before_ok and after_ok:
-            yield start
-        start = text.find(value, start + 1)
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+class _KnownTokens:
+    """Token-like secret values found so far, indexed by their first word, so that finding them
+    again costs one dictionary lookup per word of a text however many are known."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, str] = {}
+        self._by_first_word: dict[str, list[str]] = {}
+        self._other: list[str] = []  # values that do not start with a letter or digit
+
+    def add(self, value: str, secret_type: str) -> None:
+        if value in self._types or not _is_sweepable(value):
+            return
+        self._types[value] = secret_type
+        first = _WORD.match(value)
+        if first:
+            self._by_first_word.setdefault(first.group(), []).append(value)
+        else:
+            self._other.append(value)
+
+    def occurrences(self, text: str) -> Iterator[tuple[int, int, str]]:
+        """(start, end, type) of each known value that occurs in `text` as a whole token."""
+        if self._by_first_word:
+            for word in _WORD.finditer(text):
+                for value in self._by_first_word.get(word.group(), ()):
+                    end = word.start() + len(value)
+                    if text.startswith(value, word.start()) and _ends_token(text, end, value):
+                        yield word.start(), end, self._types[value]
+        for value in self._other:
+            start = text.find(value)
+            while start != -1:
+                end = start + len(value)
+                if _ends_token(text, end, value):
+                    yield start, end, self._types[value]
+                start = text.find(value, start + 1)
+
+
+def _ends_token(text: str, end: int, value: str) -> bool:
+    return end == len(text) or not (text[end].isalnum() and value[-1].isalnum())
