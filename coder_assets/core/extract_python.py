@@ -62,11 +62,12 @@ def extract(text: str, path: str) -> Extraction:
     lines = SourceLines(text)
     # ast numbers lines split on \r\n, \r and \n; SourceLines maps them onto splitlines().
     rows = row_starts(text, r"\r\n|\r|\n")
+    render = _Render(text, rows)
     pairs: list[ExtractedPair] = []
     skipped = 0
     for node, owner in _definitions(tree.body, None):
         try:
-            pair = _definition_pair(node, owner, text, rows, lines, path)
+            pair = _definition_pair(node, owner, rows, lines, path, render)
         except Exception:  # one odd definition must not cost the whole file
             pair, skipped = None, skipped + 1
         if pair is not None:
@@ -136,16 +137,40 @@ def _block(
 
 class _Render:
     """Expressions as the source writes them (quotes, spacing), falling back to `ast.unparse`;
-    an expression spread over several lines is put on one."""
+    an expression spread over several lines is put on one. (`ast.get_source_segment` would split
+    the whole file again for every expression.)"""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, rows: list[int]) -> None:
         self.text = text
+        self.rows = rows
+        self._encoded: dict[int, bytes] = {}
+
+    def _row(self, lineno: int) -> bytes:
+        # ast column offsets count UTF-8 bytes within the line.
+        cached = self._encoded.get(lineno)
+        if cached is None:
+            start = self.rows[lineno - 1]
+            end = self.rows[lineno] if lineno < len(self.rows) else len(self.text)
+            cached = self._encoded[lineno] = self.text[start:end].encode("utf-8")
+        return cached
 
     def __call__(self, node: ast.AST) -> str:
-        segment = ast.get_source_segment(self.text, node)
-        if segment is None:
+        lineno = getattr(node, "lineno", None)
+        end_lineno = getattr(node, "end_lineno", None)
+        col = getattr(node, "col_offset", None)
+        end_col = getattr(node, "end_col_offset", None)
+        if lineno is None or end_lineno is None or col is None or end_col is None:
             return ast.unparse(node)
-        return " ".join(segment.split()) if "\n" in segment else segment
+        try:
+            if lineno == end_lineno:
+                segment = self._row(lineno)[col:end_col].decode("utf-8")
+            else:
+                middle = [self._row(n) for n in range(lineno + 1, end_lineno)]
+                pieces = [self._row(lineno)[col:], *middle, self._row(end_lineno)[:end_col]]
+                segment = b"".join(pieces).decode("utf-8")
+        except (IndexError, UnicodeError):
+            return ast.unparse(node)
+        return " ".join(segment.split()) if lineno != end_lineno else segment
 
 
 def _decorator_text(decorator: ast.expr, render: _Render) -> str:
@@ -213,10 +238,10 @@ def _signature(node: _FunctionNode, render: _Render, *, drop_first: bool) -> str
 def _definition_pair(
     node: _DefNode,
     owner: ast.ClassDef | None,
-    text: str,
     rows: list[int],
     lines: SourceLines,
     path: str,
+    render: _Render,
 ) -> ExtractedPair | None:
     docstring = ast.get_docstring(node)
     if not docstring or _is_trivial(node.body):
@@ -226,16 +251,16 @@ def _definition_pair(
     doc = first_paragraph(docstring)
     if word_count(doc) < MIN_DOC_WORDS:
         return None
-    block = _block(node, text, rows, lines)
+    block = _block(node, render.text, rows, lines)
     if block is None:
         return None
     output, start_line, end_line = block
     key = (path, owner.name if owner else "", node.name)
     if isinstance(node, ast.ClassDef):
-        instruction = _class_instruction(node, owner, doc, key, _Render(text))
+        instruction = _class_instruction(node, owner, doc, key, render)
         kind = "python_class"
     else:
-        instruction = _function_instruction(node, owner, doc, key, _Render(text))
+        instruction = _function_instruction(node, owner, doc, key, render)
         kind = "python_function"
     return code_pair(
         lines,
