@@ -141,12 +141,20 @@ def test_asset_graph_shows_every_asset(ui, page):
     from coder_assets.definitions import defs
 
     url, _ = ui
-    keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
+    groups: dict[str, list[str]] = {}
+    for spec in defs.resolve_all_asset_specs():
+        groups.setdefault(spec.group_name, []).append(spec.key.to_user_string())
 
     _open(page, f"{url}/asset-groups")
-    for key in keys:
-        page.get_by_text(key, exact=True).first.wait_for(state="visible")
+    for group in groups:
+        page.get_by_text(group, exact=True).first.wait_for(state="visible")
     page.screenshot(path=str(ARTIFACTS / "asset-graph.png"), full_page=True)
+    # The global graph collapses groups; each group's own graph shows its assets.
+    for group, keys in sorted(groups.items()):
+        _open(page, f"{url}/locations/coder_assets/asset-groups/{group}")
+        for key in keys:
+            page.get_by_text(key, exact=True).first.wait_for(state="visible")
+        page.screenshot(path=str(ARTIFACTS / f"group-{group}.png"), full_page=True)
 
 
 def test_one_repo_partition_launched_from_the_ui_succeeds(ui, page):

@@ -1718,8 +1718,41 @@ def _kfp_training_pipelines() -> _RepoSpec:
             "Bump version to 0.2.0",
             {"pyproject.toml": _KFP_PYPROJECT, f"{package}/__init__.py": _KFP_INIT},
         ),
+        # The kind of slip a homelab repo really has: development credentials committed with a
+        # compose file. The samples stage must redact them (the demo shows the count).
+        _Commit(
+            _at("2024-03-16 11:40"),
+            "Add a local MinIO for pipeline development",
+            {"dev/docker-compose.yaml": _KFP_DEV_COMPOSE, "dev/.env": _KFP_DEV_ENV},
+        ),
     )
     return _RepoSpec("kfp-training-pipelines", _OPERATOR, commits)
+
+
+_KFP_DEV_COMPOSE = _src("""
+services:
+  minio:
+    image: quay.io/minio/minio:RELEASE.2024-03-15T01-07-19Z
+    command: server /data --console-address ":9001"
+    ports:
+      - "9000:9000"
+      - "9001:9001"
+    environment:
+      MINIO_ROOT_USER: pipelines
+      MINIO_ROOT_PASSWORD: "kfp-dev-m1n10-Pa55word"
+    volumes:
+      - minio-data:/data
+volumes:
+  minio-data: {}
+""")
+
+_KFP_DEV_ENV = _src("""
+# Local development only: points the pipeline components at the compose MinIO.
+AWS_ENDPOINT_URL=http://127.0.0.1:9000
+AWS_ACCESS_KEY_ID=pipelines
+AWS_SECRET_ACCESS_KEY=kfp-dev-m1n10-Pa55word
+DATASET_BUCKET=training-data
+""")
 
 
 # --------------------------------------------------------------------------------------------
