@@ -12,7 +12,7 @@ DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_ho
 # Debian packages the tests need: git (with git-http-backend), chromium for the browser test.
 DEBIAN_PACKAGES := git chromium
 
-.PHONY: help demo test dev lint format venv system-deps instance clean snapshot backfill
+.PHONY: help demo test dev lint format venv system-deps instance clean repo backfill
 
 help:
 	@echo "make demo   set up and materialize the whole graph on the embedded default"
@@ -63,11 +63,11 @@ test: venv system-deps lint
 clean:
 	rm -rf .demo .dagster_home
 
-# One repository now, e.g. `make snapshot REPO=homelab~homelab-flux` (partition keys: owner~name).
-snapshot: venv instance
-	@test -n "$(REPO)" || { echo "usage: make snapshot REPO=owner~name"; exit 2; }
+# One repository now, e.g. `make repo REPO=homelab~homelab-flux` (partition keys: owner~name).
+repo: venv instance
+	@test -n "$(REPO)" || { echo "usage: make repo REPO=owner~name"; exit 2; }
 	$(DEMO_ENV) $(BIN)/dagster asset materialize -m coder_assets.definitions \
-	  --select repo_snapshots --partition "$(REPO)"
+	  --select repo_snapshots,instruction_pairs,fim_samples --partition "$(REPO)"
 
 # Every repository, as a backfill that the daemon of `make dev` runs.
 backfill: venv instance
