@@ -74,6 +74,25 @@ def add_gitlink(repo: Path, rel: str, sha: str) -> None:
     git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sha},{rel}")
 
 
+def lines_of(text: str, start: int, end: int) -> str:
+    """Lines `start`..`end` (1-based, inclusive) of `text`, as provenance numbers them."""
+    return "\n".join(text.splitlines()[start - 1 : end])
+
+
+def assert_outputs_within_lines(text: str, pairs) -> None:
+    """Every extracted pair's output stands within the lines its provenance names."""
+    for pair in pairs:
+        assert 1 <= pair.start_line <= pair.end_line <= len(text.splitlines())
+        assert pair.output in lines_of(text, pair.start_line, pair.end_line)
+
+
+def one_pair_mentioning(pairs, fragment: str):
+    """The single pair whose instruction mentions `fragment`."""
+    matches = [p for p in pairs if fragment in p.instruction]
+    assert len(matches) == 1, [p.instruction for p in pairs]
+    return matches[0]
+
+
 def resources_for(source: RepoSourceResource, tmp_path: Path) -> dict[str, object]:
     """The resources of repo_snapshots, on folders under `tmp_path`."""
     return {

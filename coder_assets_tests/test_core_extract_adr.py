@@ -10,6 +10,7 @@ import pytest
 from coder_assets.core.extract_adr import extract
 from coder_assets.core.extract_common import Extraction
 from coder_assets.demo.sample_repos import create_sample_repos
+from coder_assets_tests.conftest import lines_of
 
 RECORD = """---
 status: accepted
@@ -49,10 +50,6 @@ configuration fits on one screen.
 
 * Good, because it discovers services from labels
 """
-
-
-def lines_of(text: str, start: int, end: int) -> str:
-    return "\n".join(text.splitlines()[start - 1 : end])
 
 
 def assert_provenance(text: str, extraction: Extraction) -> None:

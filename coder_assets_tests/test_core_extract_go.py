@@ -10,6 +10,11 @@ import pytest
 from coder_assets.core.extract_common import Extraction
 from coder_assets.core.extract_go import extract
 from coder_assets.demo.sample_repos import create_sample_repos
+from coder_assets_tests.conftest import (
+    assert_outputs_within_lines,
+    lines_of,
+    one_pair_mentioning,
+)
 
 SOURCE = """// Package cache keeps recently used values in memory.
 package cache
@@ -67,26 +72,10 @@ type (
 """
 
 
-def lines_of(text: str, start: int, end: int) -> str:
-    return "\n".join(text.splitlines()[start - 1 : end])
-
-
-def assert_provenance(text: str, extraction: Extraction) -> None:
-    for pair in extraction.pairs:
-        assert 1 <= pair.start_line <= pair.end_line <= len(text.splitlines())
-        assert pair.output in lines_of(text, pair.start_line, pair.end_line)
-
-
-def pair_named(extraction: Extraction, fragment: str):
-    matches = [p for p in extraction.pairs if fragment in p.instruction]
-    assert len(matches) == 1, [p.instruction for p in extraction.pairs]
-    return matches[0]
-
-
 def test_exported_documented_declarations_become_pairs() -> None:
     extraction = extract(SOURCE, "cache/cache.go")
     assert extraction.error is None
-    assert_provenance(SOURCE, extraction)
+    assert_outputs_within_lines(SOURCE, extraction.pairs)
     first_lines = sorted(p.output.splitlines()[0] for p in extraction.pairs)
     assert first_lines == [
         "func (s *Store) Get(key string) (string, bool) {",
@@ -111,7 +100,7 @@ def test_exported_documented_declarations_become_pairs() -> None:
 def test_pair_names_signature_receiver_and_doc(
     fragment: str, kind: str, expected: list[str], lines: tuple[int, int]
 ) -> None:
-    pair = pair_named(extract(SOURCE, "cache/cache.go"), fragment)
+    pair = one_pair_mentioning(extract(SOURCE, "cache/cache.go").pairs, fragment)
     assert pair.kind == kind
     for text in expected:
         assert text in pair.instruction
@@ -131,7 +120,7 @@ def test_non_ascii_text_before_a_declaration_keeps_lines_right() -> None:
         'func Bye(name string) string { return "tschüß " + name }\n'
     )
     extraction = extract(text, "greet.go")
-    assert_provenance(text, extraction)
+    assert_outputs_within_lines(text, extraction.pairs)
     assert [(p.start_line, p.end_line) for p in extraction.pairs] == [(4, 4), (7, 7)]
     assert extraction.pairs[0].output == 'func Hello() string { return "grüß dich" }'
 
@@ -139,7 +128,7 @@ def test_non_ascii_text_before_a_declaration_keeps_lines_right() -> None:
 def test_crlf_source_keeps_lines_right() -> None:
     text = SOURCE.replace("\n", "\r\n")
     extraction = extract(text, "cache/cache.go")
-    assert_provenance(text, extraction)
+    assert_outputs_within_lines(text, extraction.pairs)
     assert len(extraction.pairs) == 5
 
 
@@ -253,7 +242,7 @@ def test_sample_repo_yields_every_go_kind(tmp_path: Path) -> None:
         text = file.read_text(encoding="utf-8")
         extraction = extract(text, file.relative_to(root).as_posix())
         assert extraction.error is None
-        assert_provenance(text, extraction)
+        assert_outputs_within_lines(text, extraction.pairs)
         for pair in extraction.pairs:
             counts[pair.kind] = counts.get(pair.kind, 0) + 1
     assert counts.get("go_function", 0) >= 1

@@ -10,6 +10,11 @@ import pytest
 from coder_assets.core.extract_common import Extraction
 from coder_assets.core.extract_python import extract
 from coder_assets.demo.sample_repos import create_sample_repos
+from coder_assets_tests.conftest import (
+    assert_outputs_within_lines,
+    lines_of,
+    one_pair_mentioning,
+)
 
 SOURCE = '''"""Helpers for object-store paths."""
 
@@ -66,26 +71,10 @@ def _private_helper(x):
 '''
 
 
-def lines_of(text: str, start: int, end: int) -> str:
-    return "\n".join(text.splitlines()[start - 1 : end])
-
-
-def assert_provenance(text: str, extraction: Extraction) -> None:
-    for pair in extraction.pairs:
-        assert 1 <= pair.start_line <= pair.end_line <= len(text.splitlines())
-        assert pair.output in lines_of(text, pair.start_line, pair.end_line)
-
-
-def by_fragment(extraction: Extraction, fragment: str):
-    matches = [p for p in extraction.pairs if fragment in p.instruction]
-    assert len(matches) == 1, [p.instruction for p in extraction.pairs]
-    return matches[0]
-
-
 def test_documented_definitions_become_pairs_with_exact_lines() -> None:
     extraction = extract(SOURCE, "pkg/paths.py")
     assert extraction.error is None
-    assert_provenance(SOURCE, extraction)
+    assert_outputs_within_lines(SOURCE, extraction.pairs)
     kinds = sorted(p.kind for p in extraction.pairs)
     # join, fetch, __init__, parse, valid, uri, _private_helper; Location; the module.
     assert kinds == ["python_class"] + ["python_function"] * 7 + ["python_module"]
@@ -116,7 +105,7 @@ def test_documented_definitions_become_pairs_with_exact_lines() -> None:
 def test_pair_instruction_names_signature_and_docstring(
     fragment: str, kind: str, expected: list[str], first_line: str
 ) -> None:
-    pair = by_fragment(extract(SOURCE, "pkg/paths.py"), fragment)
+    pair = one_pair_mentioning(extract(SOURCE, "pkg/paths.py").pairs, fragment)
     assert pair.kind == kind
     for text in expected:
         assert text in pair.instruction
@@ -228,7 +217,7 @@ def test_form_feed_and_line_separators_do_not_shift_line_numbers() -> None:
         "    return a\n"
     )
     extraction = extract(text, "m.py")
-    assert_provenance(text, extraction)
+    assert_outputs_within_lines(text, extraction.pairs)
     (pair,) = extraction.pairs
     assert text.splitlines()[pair.start_line - 1] == "def f(a):"
 
@@ -242,7 +231,7 @@ def test_non_ascii_source_keeps_line_numbers() -> None:
         '    return f"{GREETING}, {name}"\n'
     )
     extraction = extract(text, "m.py")
-    assert_provenance(text, extraction)
+    assert_outputs_within_lines(text, extraction.pairs)
     (pair,) = [p for p in extraction.pairs if p.kind == "python_function"]
     assert (pair.start_line, pair.end_line) == (4, 6)
 
@@ -284,7 +273,7 @@ def test_sample_repo_yields_every_python_kind(tmp_path: Path) -> None:
         text = file.read_text(encoding="utf-8")
         extraction = extract(text, file.relative_to(root).as_posix())
         assert extraction.error is None
-        assert_provenance(text, extraction)
+        assert_outputs_within_lines(text, extraction.pairs)
         for pair in extraction.pairs:
             counts[pair.kind] = counts.get(pair.kind, 0) + 1
     assert counts.get("python_function", 0) >= 1

@@ -10,6 +10,7 @@ import pytest
 from coder_assets.core.extract_common import Extraction
 from coder_assets.core.extract_yaml import extract, is_secret_document, is_sops_encrypted
 from coder_assets.demo.sample_repos import create_sample_repos
+from coder_assets_tests.conftest import lines_of
 
 HELM_RELEASE = """apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -150,10 +151,6 @@ metadata:
 stringData:
   password: hunter2
 """
-
-
-def lines_of(text: str, start: int, end: int) -> str:
-    return "\n".join(text.splitlines()[start - 1 : end])
 
 
 def assert_provenance(text: str, extraction: Extraction) -> None:

@@ -45,6 +45,16 @@ REJECTION_TABLE_ROWS = 200
 
 SecretAction = Literal["redact", "drop", "keep"]
 
+# Both sample assets: one partition per repo, stored as parquet, deterministic given their inputs.
+SAMPLE_ASSET_SETTINGS = {
+    "partitions_def": repo_partitions,
+    "group_name": SAMPLES_GROUP,
+    "kinds": {"python", "pandas"},
+    "code_version": "1",
+    "owners": OWNERS,
+    "io_manager_key": "parquet_io_manager",
+}
+
 
 class FileFilters(dg.Config):
     """BigCode-style file filters; a rejected file contributes no sample."""
@@ -194,14 +204,7 @@ def _final_clean(texts: Iterable[str], policy: SecretPolicy) -> list[str] | None
     return cleaned
 
 
-@dg.asset(
-    partitions_def=repo_partitions,
-    group_name=SAMPLES_GROUP,
-    kinds={"python", "pandas"},
-    code_version="1",
-    owners=OWNERS,
-    io_manager_key="parquet_io_manager",
-)
+@dg.asset(**SAMPLE_ASSET_SETTINGS)
 def instruction_pairs(
     context: dg.AssetExecutionContext, config: InstructionPairsConfig, repo_snapshots: pd.DataFrame
 ) -> dg.MaterializeResult:
@@ -331,14 +334,7 @@ def _pairs_preview(records: Sequence[InstructionPair]) -> str:
     return "\n\n---\n\n".join(blocks) or "(no pairs)"
 
 
-@dg.asset(
-    partitions_def=repo_partitions,
-    group_name=SAMPLES_GROUP,
-    kinds={"python", "pandas"},
-    code_version="1",
-    owners=OWNERS,
-    io_manager_key="parquet_io_manager",
-)
+@dg.asset(**SAMPLE_ASSET_SETTINGS)
 def fim_samples(
     context: dg.AssetExecutionContext, config: FimSamplesConfig, repo_snapshots: pd.DataFrame
 ) -> dg.MaterializeResult:
