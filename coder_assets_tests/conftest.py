@@ -39,6 +39,15 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
+def file_at(repo: Path, sha: str, path: str) -> str:
+    """The exact content of `path` at commit `sha` (no whitespace stripped)."""
+    env = {**os.environ, **GIT_ENV}
+    proc = subprocess.run(
+        ["git", "show", f"{sha}:{path}"], cwd=repo, env=env, capture_output=True, check=True
+    )
+    return proc.stdout.decode("utf-8")
+
+
 def init_repo(path: Path, *, bare: bool = False) -> Path:
     """A new, empty repository with default branch `main`."""
     path.mkdir(parents=True, exist_ok=True)
