@@ -1,4 +1,4 @@
-"""weekly_refresh_schedule: snapshots every repository once a week, whatever the sensor saw."""
+"""weekly_refresh_schedule: refreshes every repository once a week, whatever the sensor saw."""
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 import os
@@ -18,7 +18,7 @@ SCHEDULE_TIMEZONE = os.environ.get("CODER_ASSETS_TIMEZONE", "UTC")
     execution_timezone=SCHEDULE_TIMEZONE,
     job=repo_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Snapshots every repository partition (default: Sundays 03:00).",
+    description="Runs repo_job for every repository partition (default: Sundays 03:00).",
 )
 def weekly_refresh_schedule(
     context: dg.ScheduleEvaluationContext,

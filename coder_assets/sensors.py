@@ -49,8 +49,8 @@ def _snapshotted_shas(instance: dg.DagsterInstance, keys: list[str]) -> dict[str
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Lists the repositories of the source: adds new ones to the `repos` partitions, removes "
-        "deleted ones, and snapshots each repo whose default branch head changed (the SHA is "
-        "pinned in the run's tags)."
+        "deleted ones, and runs repo_job (snapshot, samples, checks) for each repo whose default "
+        "branch head changed (the SHA is pinned in the run's tags)."
     ),
 )
 def gitea_change_sensor(
