@@ -1,0 +1,499 @@
+"""Exact and near deduplication of training samples (BigCode / StarCoder practice).
+
+Two passes over the samples:
+
+1. exact: samples whose `normalise(text)` is equal form one group;
+2. near: MinHash signatures over 5-gram token shingles are banded for LSH; every candidate pair
+   the bands yield is re-checked with the EXACT Jaccard similarity of the two shingle sets and
+   merged only at `>= threshold`, so the LSH S-curve becomes a cutoff. Merged pairs are clustered
+   with union-find, so near-duplication is transitive (a~b and b~c put a, b and c in one cluster).
+
+LSH bands and rows: `lsh_params` picks the largest rows-per-band `r` (fewest spurious candidates)
+for which a pair exactly at the threshold still collides in some band with probability
+`>= lsh_recall`; with b = num_perm // r. For the defaults (num_perm=256, threshold=0.7,
+lsh_recall=0.99) that is r=6, b=42: P(collide | J=0.7) = 0.995, P(collide | J=0.8) > 0.9999,
+P(collide | J=0.5) = 0.48, P(collide | J=0.3) = 0.03. (datasketch's "optimal" parameters for 0.7
+place the threshold near the S-curve's midpoint, which loses a large share of pairs just above
+it; here false positives only cost a verification, so the curve is shifted left.)
+
+Keep rule: one sample per cluster is kept, the one with the smallest
+`(sort_key, -len(normalise(text)), sample_id)`: the caller's preference first (`sort_key`,
+default `()`), then the longest normalised text, then the smallest sample id. The rule is a
+total order on the samples, so which sample is kept, and each cluster's id (the kept sample's
+id), depend only on the set of samples, never on their input order.
+
+Signatures are datasketch-compatible: `signatures()` computes, vectorised over a batch, exactly
+what `datasketch.MinHash(num_perm, seed, hashfunc=int)` (datasketch >= 2.0, default scheme
+"affine32": MurmurHash3 fmix32, then `a * h + b mod 2**32`) yields after `update_batch` with the
+integer shingle hashes of `shingles()`; the values are `uint32`, as datasketch stores that
+scheme. They depend on the text and the config only, so signatures stored per repo keyed by
+sample id (`save_signatures` / `load_signatures`) can be reused for unchanged samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coder_assets.core.errors import CoderAssetsError
+
+SIGNATURE_DTYPE = np.uint32
+DEDUP_REASONS = ("exact", "near")
+
+# Multi-character operators first, so `==` is one token, not two `=`.
+_OPERATORS = (
+    "**=", "//=", ">>=", "<<=", "...", "===", "!==", "<=>", "&&=", "||=", "??=",
+    "==", "!=", "<=", ">=", "->", "=>", ":=", "::", "**", "//", "<<", ">>", "&&", "||", "??",
+    "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "++", "--", "<-",
+)  # fmt: skip
+_TOKEN_RE = re.compile(
+    r"[^\W\d]\w*"  # identifiers and keywords (Unicode letters included)
+    # operators; the lookahead keeps the long alternation off most punctuation (2x faster)
+    r"|(?=[-+*/%=<>!&|^:.?])(?:" + "|".join(re.escape(op) for op in _OPERATORS) + r")"
+    r"|0[xXoObB][0-9a-fA-F_]+|\d[\d_]*(?:\.\d+)?(?:[eE][+-]?\d+)?"  # numbers
+    r"|[^\s\w]"  # any other punctuation, one character each
+)
+_WHITESPACE_RE = re.compile(r"\s+")
+
+# Constants of the shingle hash (polynomial over 64-bit token hashes, then a 64-bit finaliser).
+_POLY = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xFF51AFD7ED558CCD)
+_MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_S32 = np.uint64(32)
+# MurmurHash3 fmix32, as datasketch's affine32 scheme applies it to each input hash.
+_F32_M1 = np.uint32(0x85EBCA6B)
+_F32_M2 = np.uint32(0xC2B2AE35)
+# Rows of the (shingles x num_perm) matrix handled at once: 32k x 256 x 4 bytes = 32 MiB.
+_CHUNK_SHINGLES = 32_768
+
+
+class DedupError(CoderAssetsError, ValueError):
+    """Deduplication was given inconsistent input (missing or mis-sized signatures, repeated
+    sample ids, an unreadable signature file)."""
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """How samples are deduplicated. The defaults follow BigCode's near-dedup settings."""
+
+    num_perm: int = 256
+    threshold: float = 0.7  # LSH design point and the exact-Jaccard cutoff for merging
+    shingle_size: int = 5  # 5-gram token shingles
+    seed: int = 1
+    lsh_recall: float = 0.99  # P(a pair at exactly `threshold` becomes an LSH candidate)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sample as deduplication sees it. `sort_key` ranks samples for the keep rule:
+    smaller sorts first and wins (for example `(repo_priority,)`); all keys must be comparable."""
+
+    sample_id: str
+    repo: str
+    text: str
+    sort_key: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """What deduplication decided.
+
+    `kept` lists the kept ids in input order; `dropped` maps each dropped id to the kept id of
+    its cluster and whether its normalised text equals the kept one ("exact") or not ("near");
+    `clusters` maps every id to its cluster id (the kept id). `candidate_pairs` counts the distinct
+    LSH candidate pairs, `verified_pairs` those whose exact Jaccard was computed (pairs already in
+    one cluster are not re-checked), and `merged_pairs` lists the pairs merged by the near pass
+    as `(id, id, jaccard)`, sorted.
+    """
+
+    kept: list[str]
+    dropped: dict[str, tuple[str, str]]
+    clusters: dict[str, str]
+    candidate_pairs: int
+    verified_pairs: int
+    merged_pairs: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+def normalise(text: str) -> str:
+    """The text as exact deduplication compares it: Unicode NFC, every whitespace run (spaces,
+    tabs, newlines, `\\r\\n`) collapsed to one space, stripped. Case, comments and the spacing
+    *between* tokens (`a=b` vs `a = b`) are kept: those differences are the near pass's to judge."""
+    return _WHITESPACE_RE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def tokens(text: str) -> list[str]:
+    """Code-aware tokens: identifiers/keywords, numbers (with decimals, exponents, 0x/0o/0b),
+    common multi-character operators, and every other non-space character on its own.
+    Whitespace is dropped, so re-indentation does not change the tokens."""
+    return _TOKEN_RE.findall(text)
+
+
+def lsh_params(config: DedupConfig) -> tuple[int, int]:
+    """`(bands, rows)`: the largest rows `r` (with `bands = num_perm // r`) for which a pair at
+    exactly `config.threshold` collides in some band with probability >= `config.lsh_recall`."""
+    best = (config.num_perm, 1)
+    for rows in range(1, config.num_perm + 1):
+        bands = config.num_perm // rows
+        if 1.0 - (1.0 - config.threshold**rows) ** bands >= config.lsh_recall:
+            best = (bands, rows)
+    return best
+
+
+def shingles(text: str, size: int) -> set[int]:
+    """The set of hashed `size`-gram token shingles of `text` (32-bit ints). A text with fewer
+    than `size` tokens has one shingle, its whole token tuple; a text without tokens has none."""
+    (hashes,) = _shingle_hashes([text], size)
+    return set(hashes.tolist())
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    """Exact Jaccard similarity of two shingle sets (0.0 when both are empty)."""
+    if not a and not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def signatures(samples: Iterable[tuple[str, str]], config: DedupConfig) -> dict[str, np.ndarray]:
+    """`sample_id -> MinHash hash values` (uint32, `config.num_perm` long) for `(sample_id, text)`
+    pairs. Identical text and config give identical arrays in every process."""
+    items = list(samples)
+    if not items:
+        return {}
+    _check_unique([sample_id for sample_id, _ in items], "signatures()")
+    result: dict[str, np.ndarray] = {}
+    a, b = _permutations(config.num_perm, config.seed)
+    empty = np.full(config.num_perm, np.iinfo(SIGNATURE_DTYPE).max, dtype=SIGNATURE_DTYPE)
+
+    # Batches of documents bound the memory of the token arrays; each batch is hashed at once.
+    batch_docs = 4096
+    for start in range(0, len(items), batch_docs):
+        batch = items[start : start + batch_docs]
+        per_doc = _shingle_hashes([text for _, text in batch], config.shingle_size)
+        matrix = _minhash_matrix(per_doc, a, b)
+        for offset, (sample_id, _) in enumerate(batch):
+            result[sample_id] = matrix[offset] if len(per_doc[offset]) else empty.copy()
+    return result
+
+
+def deduplicate(
+    samples: Sequence[Sample], signatures: Mapping[str, np.ndarray], config: DedupConfig
+) -> DedupResult:
+    """Exact, then near deduplication of `samples` (see the module docstring). `signatures` must
+    hold `signatures()` output (same config) for at least every exact-group representative;
+    extra entries are ignored, so the caller may pass the union of its stored signatures."""
+    if not samples:
+        return DedupResult(kept=[], dropped={}, clusters={}, candidate_pairs=0, verified_pairs=0)
+    ids = [s.sample_id for s in samples]
+    _check_unique(ids, "deduplicate()")
+
+    normalised = [normalise(s.text) for s in samples]
+    keys = [(s.sort_key, -len(n), s.sample_id) for s, n in zip(samples, normalised, strict=True)]
+
+    # Exact pass: group by a digest of the normalised text; the best member represents the group.
+    groups: dict[bytes, list[int]] = {}
+    for index, text in enumerate(normalised):
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        groups.setdefault(digest, []).append(index)
+    reps = [min(members, key=keys.__getitem__) for members in groups.values()]
+    rep_members = {rep: members for rep, members in zip(reps, groups.values(), strict=True)}
+    reps.sort(key=keys.__getitem__)  # canonical order: independent of the input order
+
+    matrix = _signature_matrix([ids[r] for r in reps], signatures, config.num_perm)
+    bands, rows = lsh_params(config)
+    pairs = _lsh_candidates(matrix, bands, rows)
+    candidate_pairs = len(pairs)
+
+    # Near pass: verify candidates with exact Jaccard, in canonical order, into union-find.
+    parent = list(range(len(reps)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    involved = sorted({int(i) for pair in pairs for i in pair})
+    shingle_sets = dict(
+        zip(
+            involved,
+            (set(h.tolist()) for h in _shingle_hashes(
+                [samples[reps[i]].text for i in involved], config.shingle_size
+            )),
+            strict=True,
+        )
+    )  # fmt: skip
+    verified = 0
+    merged: list[tuple[str, str, float]] = []
+    for x, y in pairs:
+        root_x, root_y = find(x), find(y)
+        if root_x == root_y:
+            continue
+        verified += 1
+        similarity = jaccard(shingle_sets[x], shingle_sets[y])
+        if similarity >= config.threshold:
+            parent[max(root_x, root_y)] = min(root_x, root_y)
+            first, second = sorted((ids[reps[x]], ids[reps[y]]))
+            merged.append((first, second, similarity))
+
+    # Clusters: each near component's best member (reps are sorted by key) is the kept one.
+    kept_of_root: dict[int, int] = {}
+    for position, rep in enumerate(reps):
+        kept_of_root.setdefault(find(position), rep)
+    clusters: dict[str, str] = {}
+    dropped: dict[str, tuple[str, str]] = {}
+    kept_set: set[int] = set()
+    for position, rep in enumerate(reps):
+        kept = kept_of_root[find(position)]
+        kept_set.add(kept)
+        for member in rep_members[rep]:
+            clusters[ids[member]] = ids[kept]
+            if member != kept:
+                reason = "exact" if normalised[member] == normalised[kept] else "near"
+                dropped[ids[member]] = (ids[kept], reason)
+    return DedupResult(
+        kept=[ids[i] for i in range(len(samples)) if i in kept_set],
+        dropped=dropped,
+        clusters=clusters,
+        candidate_pairs=candidate_pairs,
+        verified_pairs=verified,
+        merged_pairs=sorted(merged),
+    )
+
+
+def save_signatures(path: str | Path, sigs: Mapping[str, np.ndarray]) -> None:
+    """Write `sigs` to an `.npz` file (`ids`, `hashvalues`) atomically: a temp file in the same
+    directory, then `os.replace`."""
+    path = Path(path)
+    ids = np.array(sorted(sigs), dtype=str)
+    if len(ids):
+        values = np.stack([np.asarray(sigs[i], dtype=SIGNATURE_DTYPE) for i in ids.tolist()])
+    else:
+        values = np.zeros((0, 0), dtype=SIGNATURE_DTYPE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, ids=ids, hashvalues=values)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_signatures(path: str | Path) -> dict[str, np.ndarray]:
+    """Read what `save_signatures` wrote."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            ids = data["ids"].tolist()
+            values = data["hashvalues"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DedupError(
+            f"cannot read signatures from {path}: {err}; delete the file to recompute them"
+        ) from err
+    return {sample_id: values[i].copy() for i, sample_id in enumerate(ids)}
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _check_unique(ids: Sequence[str], where: str) -> None:
+    seen: set[str] = set()
+    for sample_id in ids:
+        if sample_id in seen:
+            raise DedupError(
+                f"{where}: sample id {sample_id!r} appears more than once; ids must be unique"
+            )
+        seen.add(sample_id)
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters: odd `a`, any `b`, from RandomState(seed)."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _shingle_hashes(texts: Sequence[str], size: int) -> list[np.ndarray]:
+    """Per text, the uint64 array (values < 2**32) of its shingle hashes, vectorised over all
+    texts: token ids through one vocabulary, 64-bit token hashes, then a polynomial over each
+    window of `size` token hashes, finalised and cut to 32 bits."""
+    if not texts:
+        return []
+    vocab: dict[str, int] = {}
+    per_text_ids: list[list[int]] = []
+    lookup = vocab.__getitem__
+    for text in texts:
+        toks = _TOKEN_RE.findall(text)
+        try:
+            per_text_ids.append(list(map(lookup, toks)))
+        except KeyError:
+            for tok in toks:
+                if tok not in vocab:
+                    vocab[tok] = len(vocab)
+            per_text_ids.append(list(map(lookup, toks)))
+    token_hashes = np.fromiter((_token_hash(t) for t in vocab), dtype=np.uint64, count=len(vocab))
+    lengths = np.fromiter((len(t) for t in per_text_ids), dtype=np.int64, count=len(texts))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(per_text_ids), dtype=np.int64, count=int(lengths.sum())
+    )
+    values = token_hashes[flat]
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+
+    with np.errstate(over="ignore"):
+        # window[j] = sum_m values[j + m] * POLY**(size - 1 - m), wrapping mod 2**64.
+        n_windows = max(len(values) - size + 1, 0)
+        window = np.zeros(n_windows, dtype=np.uint64)
+        for m in range(size):
+            window = window * _POLY + values[m : m + n_windows]
+        counts = np.maximum(lengths - size + 1, 0)
+        positions = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        positions += np.arange(int(counts.sum()), dtype=np.int64)
+        hashes = _finalise(window[positions])
+
+    out = np.split(hashes, np.cumsum(counts)[:-1])
+    for index in np.flatnonzero((lengths > 0) & (lengths < size)).tolist():
+        # A short text is one shingle: its whole token tuple.
+        whole = np.zeros(1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for value in values[starts[index] : starts[index] + lengths[index]]:
+                whole = whole * _POLY + value
+        out[index] = _finalise(whole)
+    return out
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (an avalanching bijection), wrapping mod 2**64."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> _S33)
+        h = h * _MIX1
+        h = h ^ (h >> _S33)
+        h = h * _MIX2
+        return h ^ (h >> _S33)
+
+
+def _finalise(h: np.ndarray) -> np.ndarray:
+    """A shingle hash: the high 32 bits of the mixed polynomial."""
+    return _mix64(h) >> _S32
+
+
+def _minhash_matrix(per_doc: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(docs x num_perm) uint32 minima of `fmix32(h) * a + b mod 2**32` over each doc's shingle
+    hashes (docs without shingles get a row of zeros; the caller replaces it)."""
+    counts = np.array([len(h) for h in per_doc], dtype=np.int64)
+    hv = np.concatenate(per_doc).astype(np.uint32) if counts.sum() else np.zeros(0, np.uint32)
+    with np.errstate(over="ignore"):
+        hv = hv ^ (hv >> np.uint32(16))
+        hv = hv * _F32_M1
+        hv = hv ^ (hv >> np.uint32(13))
+        hv = hv * _F32_M2
+        hv = hv ^ (hv >> np.uint32(16))
+    out = np.zeros((len(per_doc), len(a)), dtype=SIGNATURE_DTYPE)
+    # Chunks of whole documents, about _CHUNK_SHINGLES shingles each, on a thread per core:
+    # numpy releases the GIL inside these ufuncs.
+    ends = np.cumsum(counts)
+    chunks: list[tuple[int, int]] = []
+    first = 0
+    while first < len(per_doc):
+        base = ends[first] - counts[first]
+        last = int(np.searchsorted(ends, base + _CHUNK_SHINGLES, side="right"))
+        last = max(last, first + 1)
+        chunks.append((first, last))
+        first = last
+
+    def work(chunk: tuple[int, int]) -> None:
+        lo, hi = chunk
+        nonempty = np.flatnonzero(counts[lo:hi]) + lo
+        if not len(nonempty):
+            return
+        begin, stop = int(ends[lo] - counts[lo]), int(ends[hi - 1])
+        # (num_perm x shingles): reducing along contiguous rows is ~8x faster than the transpose.
+        block = np.multiply.outer(a, hv[begin:stop])
+        block += b[:, None]
+        offsets = (ends[nonempty] - counts[nonempty]) - begin
+        out[nonempty] = np.minimum.reduceat(block, offsets, axis=1).T
+
+    workers = min(os.cpu_count() or 1, 8, len(chunks))
+    if workers <= 1:
+        for chunk in chunks:
+            work(chunk)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, chunks))
+    return out
+
+
+def _signature_matrix(
+    ids: Sequence[str], sigs: Mapping[str, np.ndarray], num_perm: int
+) -> np.ndarray:
+    matrix = np.empty((len(ids), num_perm), dtype=SIGNATURE_DTYPE)
+    for row, sample_id in enumerate(ids):
+        try:
+            value = sigs[sample_id]
+        except KeyError:
+            raise DedupError(
+                f"no MinHash signature for sample {sample_id!r}; compute it with signatures() "
+                "and pass the union of every repo's signatures"
+            ) from None
+        if len(value) != num_perm:
+            raise DedupError(
+                f"signature of sample {sample_id!r} has {len(value)} values, the config asks for "
+                f"num_perm={num_perm}; recompute stored signatures after changing num_perm"
+            )
+        matrix[row] = value
+    return matrix
+
+
+def _lsh_candidates(matrix: np.ndarray, bands: int, rows: int) -> list[tuple[int, int]]:
+    """Distinct pairs `(i, j)`, `i < j`, of rows that agree on all `rows` values of some band,
+    sorted. Each band is hashed to 64 bits (with its index mixed in, so bands never meet); a rare
+    hash collision only adds a candidate, which verification then rejects."""
+    n = len(matrix)
+    if n < 2:
+        return []
+    with np.errstate(over="ignore"):
+        keys = np.empty((bands, n), dtype=np.uint64)
+        for band in range(bands):
+            h = np.full(n, np.uint64(band + 1) * _MIX2, dtype=np.uint64)
+            for col in range(band * rows, (band + 1) * rows):
+                h = (h ^ matrix[:, col].astype(np.uint64)) * _POLY
+            keys[band] = _mix64(h)
+    flat = keys.ravel()
+    owner = np.tile(np.arange(n, dtype=np.int64), bands)
+    order = np.argsort(flat, kind="stable")
+    flat, owner = flat[order], owner[order]
+    same = flat[1:] == flat[:-1]
+    if not same.any():
+        return []
+    # Runs of equal keys: every pair inside a run is a candidate. Most runs are pairs; those are
+    # handled at once, longer runs one by one.
+    edges = np.diff(np.concatenate(([False], same, [False])).astype(np.int8))
+    run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1
+    two = run_ends - run_starts == 2
+    x, y = owner[run_starts[two]], owner[run_starts[two] + 1]
+    codes = [np.minimum(x, y) * n + np.maximum(x, y)]
+    for run_start, run_end in zip(run_starts[~two].tolist(), run_ends[~two].tolist(), strict=True):
+        members = np.unique(owner[run_start:run_end])
+        left, right = np.triu_indices(len(members), k=1)
+        codes.append(members[left] * n + members[right])
+    unique = np.unique(np.concatenate(codes))
+    return list(zip((unique // n).tolist(), (unique % n).tolist(), strict=True))
