@@ -16,6 +16,11 @@ from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
 from coder_assets.sensors import gitea_change_sensor
 from coder_assets_tests.gitea_server import GiteaTestServer
 
+# mlx-lm goes through huggingface_hub and transformers: nothing may be fetched from a hub in tests.
+# Set before any test module imports mlx_lm, which reads these at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 # Looks like a real Gitea token (40 hex); tests assert it never shows up anywhere.
 GITEA_TOKEN = "4f9a1c0ffee0ddba11c0ffee0ddba11c0ffee0dd"
 GITEA_ORG = "homelab"

@@ -23,11 +23,6 @@ from coder_assets.core.dev_model import (
 )
 from coder_assets.demo.sample_repos import create_sample_repos
 
-# mlx-lm goes through huggingface_hub and transformers; nothing may be fetched from the network.
-# Set before the first (lazy) import of mlx_lm, which reads it at import time.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
 EXTRA_TEXTS = [
     "def add(a, b):\n    return a + b\n",
     'package main\n\nfunc main() {\n\tprintln("hello")\n}\n',

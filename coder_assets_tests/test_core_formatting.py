@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,10 +22,6 @@ from coder_assets.core.formatting import (
     validate_jsonl,
     write_jsonl,
 )
-
-# mlx-lm goes through huggingface_hub and transformers; nothing may be fetched from the network.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n",
