@@ -401,3 +401,16 @@ def test_malformed_files_are_skipped_with_a_counted_reason(instance, tmp_path, r
     for reason in ("parse_error:python", "parse_error:go", "parse_error:yaml"):
         assert reason in table, table
     assert "good.py" in set(_frame(tmp_path, "instruction_pairs", "broken")["path"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("short `code` stays", "short `code` stays"),
+        ("a " * 10 + "`inline code that is cut`", "a a a a a a a a a a `inline` …"),
+    ],
+)
+def test_preview_instructions_are_shortened_with_balanced_code_spans(text, expected):
+    from coder_assets.assets.samples import _shorten
+
+    assert _shorten(text, limit=28) == expected

@@ -154,6 +154,17 @@ def _counts_table(title: str, counts: Counter[str] | dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def _shorten(text: str, limit: int = 300) -> str:
+    """`text` cut at a word boundary near `limit`, with inline code spans kept balanced."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    if cut.count("`") % 2:
+        cut += "`"
+    return cut + " …"
+
+
 def _fenced(text: str, limit: int = 600) -> str:
     shown = text if len(text) <= limit else text[:limit] + "\n…"
     return "````\n" + shown.replace("````", "` ` ` `") + "\n````"
@@ -329,7 +340,7 @@ def _pairs_preview(records: Sequence[InstructionPair]) -> str:
     for pair in shown[:PREVIEW_SAMPLES]:
         where = f"{pair.path}:{pair.start_line}-{pair.end_line}"
         blocks.append(
-            f"**{pair.kind}** `{where}`\n\n> {pair.instruction[:300]}\n\n{_fenced(pair.output)}"
+            f"**{pair.kind}** `{where}`\n\n> {_shorten(pair.instruction)}\n\n{_fenced(pair.output)}"
         )
     return "\n\n---\n\n".join(blocks) or "(no pairs)"
 
