@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Looks like a real Gitea token (40 hex); tests assert it never shows up anywhere.
 GITEA_TOKEN = "4f9a1c0ffee0ddba11c0ffee0ddba11c0ffee0dd"
 GITEA_ORG = "homelab"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -105,6 +109,36 @@ def one_pair_mentioning(pairs, fragment: str):
     matches = [p for p in pairs if fragment in p.instruction]
     assert len(matches) == 1, [p.instruction for p in pairs]
     return matches[0]
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_demo_cli(root: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """`coder-assets demo` in a subprocess on a fresh instance under `root` (home/, dagster_home/),
+    with no Gitea or coder_assets settings inherited. Returns the process and its environment."""
+    home, dagster_home = root / "home", root / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GITEA_", "CODER_ASSETS_", "DAGSTER_"))
+    }
+    env.update({"CODER_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "coder_assets.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return proc, env
 
 
 def resources_for(source: RepoSourceResource, tmp_path: Path) -> dict[str, object]:

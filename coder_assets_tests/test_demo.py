@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import dagster as dg
 import pytest
 
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, commit_files
 from coder_assets.resources.repos import LocalReposResource
-from coder_assets_tests.conftest import Tick, requested_shas
-
-ROOT = Path(__file__).resolve().parents[1]
+from coder_assets_tests.conftest import Tick, requested_shas, run_demo_cli
 
 
 @pytest.mark.slow
 def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(tmp_path):
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GITEA_", "CODER_ASSETS_"))
-    }
-    env.update({"CODER_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)})
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "coder_assets.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc, _ = run_demo_cli(tmp_path)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in SAMPLE_REPO_NAMES:

@@ -4,7 +4,6 @@ smart HTTP through git http-backend."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,14 @@ from coder_assets.core.errors import (
 )
 from coder_assets.core.repos import RepoRef
 from coder_assets.resources.gitea import GiteaResource
-from coder_assets_tests.conftest import GITEA_ORG, GITEA_TOKEN, commit, git, init_repo
+from coder_assets_tests.conftest import (
+    GITEA_ORG,
+    GITEA_TOKEN,
+    commit,
+    free_port,
+    git,
+    init_repo,
+)
 
 
 def _resource(gitea, **overrides) -> GiteaResource:
@@ -39,12 +45,6 @@ def _source_repo(tmp_path: Path, name: str, files: dict[str, str] | None = None)
     repo = init_repo(tmp_path / "src" / name)
     commit(repo, files or {"main.go": "package main\n"}, f"Add {name}")
     return repo
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_list_repos_follows_pages_until_total_count(gitea, tmp_path):
@@ -88,7 +88,7 @@ def test_server_errors_are_retried_with_backoff(gitea, tmp_path):
 
 
 def test_gitea_down_raises_unavailable_naming_the_url(caplog):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     resource = GiteaResource(url=url, token=GITEA_TOKEN, org=GITEA_ORG, max_retries=1)
 
     with caplog.at_level(logging.DEBUG), pytest.raises(GiteaUnavailableError) as raised:

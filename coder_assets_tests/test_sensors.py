@@ -4,7 +4,6 @@ and with the local-folder source."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +19,7 @@ from coder_assets_tests.conftest import (
     GITEA_TOKEN,
     Tick,
     commit,
+    free_port,
     init_repo,
     requested_shas,
     resources_for,
@@ -106,9 +106,7 @@ def test_cursor_round_trips_through_json(gitea, instance, tmp_path):
 
 def test_gitea_down_skips_with_the_error_and_catches_up_later(gitea, instance, tmp_path):
     _pushed(gitea, tmp_path, "a")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead_url = f"http://127.0.0.1:{free_port()}"
     tick = Tick(
         instance, GiteaResource(url=dead_url, token=GITEA_TOKEN, org=GITEA_ORG, max_retries=0)
     )

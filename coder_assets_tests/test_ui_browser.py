@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import dagster as dg
 import pytest
 import requests
 from playwright.sync_api import sync_playwright
+
+from coder_assets_tests.conftest import free_port, run_demo_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CODER_ASSETS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
@@ -36,12 +37,6 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for(predicate, *, timeout: float, what: str, interval: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,26 +51,11 @@ def _wait_for(predicate, *, timeout: float, what: str, interval: float = 1.0):
 def ui(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """`dagster dev` on a loopback port, on an instance the demo has filled."""
     tmp = tmp_path_factory.mktemp("ui")
-    home, dagster_home = tmp / "home", tmp / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GITEA_", "CODER_ASSETS_", "DAGSTER_"))
-    }
-    env.update({"CODER_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)})
-    demo = subprocess.run(
-        [sys.executable, "-m", "coder_assets.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    dagster_home = tmp / "dagster_home"
+    demo, env = run_demo_cli(tmp)
     assert demo.returncode == 0, demo.stdout + demo.stderr
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp / "dagster-dev.log").open("w")
     dev = subprocess.Popen(
