@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,22 @@ def one_pair_mentioning(pairs, fragment: str):
     matches = [p for p in pairs if fragment in p.instruction]
     assert len(matches) == 1, [p.instruction for p in pairs]
     return matches[0]
+
+
+def sample_repo_kinds(extract, repo_name: str, pattern: str, tmp_path: Path) -> Counter[str]:
+    """Pair kinds that `extract` finds in the files matching `pattern` of one demo sample repo,
+    asserting on the way that no file errors and every output stands within its lines."""
+    from coder_assets.demo.sample_repos import create_sample_repos
+
+    root = {path.name: path for path in create_sample_repos(tmp_path)}[repo_name]
+    counts: Counter[str] = Counter()
+    for file in sorted(root.rglob(pattern)):
+        text = file.read_text(encoding="utf-8")
+        extraction = extract(text, file.relative_to(root).as_posix())
+        assert extraction.error is None, file
+        assert_outputs_within_lines(text, extraction.pairs)
+        counts.update(pair.kind for pair in extraction.pairs)
+    return counts
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
 from coder_assets.core.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from coder_assets.core.samples import PAIR_KINDS
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, create_sample_repos
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.resources.storage import read_parquet
@@ -102,18 +103,7 @@ def test_sample_repos_yield_every_source_kind(sample_outputs):
         kinds.update(_frame(tmp_path, "instruction_pairs", name)["kind"])
         assert len(_frame(tmp_path, "fim_samples", name)) > 0, name
 
-    expected = {
-        "python_function",
-        "python_class",
-        "python_module",
-        "go_function",
-        "go_type",
-        "go_main",
-        "k8s_manifest",
-        "adr_decision",
-        "adr_rationale",
-        "commit_change",
-    }
+    expected = set(PAIR_KINDS)
     assert expected <= {kind for kind, count in kinds.items() if count > 0}, kinds
 
 

@@ -9,11 +9,11 @@ import pytest
 
 from coder_assets.core.extract_common import Extraction
 from coder_assets.core.extract_go import extract
-from coder_assets.demo.sample_repos import create_sample_repos
 from coder_assets_tests.conftest import (
     assert_outputs_within_lines,
     lines_of,
     one_pair_mentioning,
+    sample_repo_kinds,
 )
 
 SOURCE = """// Package cache keeps recently used values in memory.
@@ -235,16 +235,8 @@ def test_same_input_gives_identical_output() -> None:
 
 
 def test_sample_repo_yields_every_go_kind(tmp_path: Path) -> None:
-    repos = {path.name: path for path in create_sample_repos(tmp_path)}
-    root = repos["order-events-handler"]
-    counts: dict[str, int] = {}
-    for file in sorted(root.rglob("*.go")):
-        text = file.read_text(encoding="utf-8")
-        extraction = extract(text, file.relative_to(root).as_posix())
-        assert extraction.error is None
-        assert_outputs_within_lines(text, extraction.pairs)
-        for pair in extraction.pairs:
-            counts[pair.kind] = counts.get(pair.kind, 0) + 1
+    counts = sample_repo_kinds(extract, "order-events-handler", "*.go", tmp_path)
+    root = tmp_path / "order-events-handler"
     assert counts.get("go_function", 0) >= 1
     assert counts.get("go_type", 0) >= 1
     assert counts.get("go_main", 0) == 1

@@ -9,11 +9,11 @@ import pytest
 
 from coder_assets.core.extract_common import Extraction
 from coder_assets.core.extract_python import extract
-from coder_assets.demo.sample_repos import create_sample_repos
 from coder_assets_tests.conftest import (
     assert_outputs_within_lines,
     lines_of,
     one_pair_mentioning,
+    sample_repo_kinds,
 )
 
 SOURCE = '''"""Helpers for object-store paths."""
@@ -266,16 +266,7 @@ def test_phrasing_varies_between_functions() -> None:
 
 
 def test_sample_repo_yields_every_python_kind(tmp_path: Path) -> None:
-    repos = {path.name: path for path in create_sample_repos(tmp_path)}
-    root = repos["kfp-training-pipelines"]
-    counts: dict[str, int] = {}
-    for file in sorted(root.rglob("*.py")):
-        text = file.read_text(encoding="utf-8")
-        extraction = extract(text, file.relative_to(root).as_posix())
-        assert extraction.error is None
-        assert_outputs_within_lines(text, extraction.pairs)
-        for pair in extraction.pairs:
-            counts[pair.kind] = counts.get(pair.kind, 0) + 1
+    counts = sample_repo_kinds(extract, "kfp-training-pipelines", "*.py", tmp_path)
     assert counts.get("python_function", 0) >= 1
     assert counts.get("python_class", 0) >= 1
     assert counts.get("python_module", 0) >= 1
