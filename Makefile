@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 # The demo and `make dev` share one Dagster instance and one data folder inside the checkout.
 DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_home
 # Debian packages the tests need: git (with git-http-backend), chromium for the browser test,
-# openssh-server and -client for the waterdeep executor's ssh transport (sshd started by a test).
-DEBIAN_PACKAGES := git chromium openssh-server openssh-client
+# openssh-server and -client for the waterdeep executor's ssh transport (sshd started by a test),
+# git-lfs for adapter releases (weights as LFS objects).
+DEBIAN_PACKAGES := git git-lfs chromium openssh-server openssh-client
 
 .PHONY: help demo test dev mlflow lint format venv system-deps instance clean repo backfill
 
