@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coder_assets.resources.service import ModelServerResource
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sample = commands.add_parser("sample-repos", help="create the sample repositories")
     sample.add_argument("root", type=Path, help="folder to create them in")
+    _add_server_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -33,8 +39,158 @@ def main(argv: list[str] | None = None) -> int:
         for path in create_sample_repos(args.root):
             print(path)
         return 0
+    if args.command == "server":
+        return _server(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _add_server_parser(commands: argparse._SubParsersAction) -> None:
+    server = commands.add_parser(
+        "server",
+        help="the model server (mlx_lm.server): its launchd agent, status, start, stop",
+        description=(
+            "The model server as the pipeline sees it: CODER_ASSETS_SERVER_KIND (managed or "
+            "launchd), CODER_ASSETS_SERVER_HOST/_PORT, CODER_ASSETS_BASE_MODEL and "
+            "CODER_ASSETS_ADAPTER_LINK."
+        ),
+    )
+    actions = server.add_subparsers(dest="action", required=True)
+    actions.add_parser("plist", help="print the launchd agent's plist for the current settings")
+    install = actions.add_parser(
+        "install",
+        help="write the launchd agent's plist to ~/Library/LaunchAgents and start it (macOS)",
+    )
+    install.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the path, the plist and the launchctl commands instead of running them",
+    )
+    start = actions.add_parser("start", help="start the server and wait until it serves the model")
+    for action in (install, start):
+        action.add_argument(
+            "--no-wait", action="store_true", help="return without waiting for the model"
+        )
+    actions.add_parser("status", help="whether the server runs")
+    actions.add_parser("stop", help="stop the server (launchd: unload the agent)")
+    actions.add_parser(
+        "restart", help="restart the server (serves the `latest` adapter) and wait until ready"
+    )
+
+
+def _server(args: argparse.Namespace) -> int:
+    """`coder-assets server ACTION`: 0 when done, 1 with the reason on stderr."""
+    from coder_assets.core.errors import CoderAssetsError
+
+    try:
+        server = _model_server()
+    except (CoderAssetsError, ValueError) as exc:
+        print(
+            f"coder-assets server {args.action}: cannot configure the model server from the "
+            f"CODER_ASSETS_SERVER_* and CODER_ASSETS_BASE_MODEL settings: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return _server_action(server, args)
+    except CoderAssetsError as exc:
+        print(f"coder-assets server {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _model_server() -> ModelServerResource:
+    # Imported here: the resources import Dagster, which `coder-assets --help` need not load.
+    from coder_assets.resources import build_base_model, build_model_server
+
+    return build_model_server(build_base_model())
+
+
+def _on_macos() -> bool:
+    return sys.platform == "darwin"
+
+
+def _warn_binding(server: ModelServerResource) -> None:
+    from coder_assets.core.launchd import binding_warning
+
+    warning = binding_warning(server.host, server.port)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int:
+    action = args.action
+    if action in ("plist", "install", "start", "restart"):
+        _warn_binding(server)
+    if action == "plist":
+        print(server.render_plist(), end="")
+        return 0
+    if action == "install":
+        return _install(server, dry_run=args.dry_run, wait=not args.no_wait)
+    if action == "status":
+        print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
+        return 0
+    if action == "stop":
+        server.stop()
+        print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
+        return 0
+    if action == "restart":
+        server.restart()  # waits until the model is served
+    else:
+        server.start()
+        if not args.no_wait:
+            server.wait_ready()
+    print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
+    return 0
+
+
+def _install(server: ModelServerResource, *, dry_run: bool, wait: bool) -> int:
+    from coder_assets.core.launchd import plist_differs
+
+    path = server.plist_path()
+    if dry_run:
+        text = server.render_plist()
+        changed = plist_differs(path, text)
+        loaded = _on_macos() and server.kind == "launchd" and server._launchd_loaded()
+        state = "would be written" if changed else "is up to date"
+        print(f"# {path} {state}:")
+        print(text, end="")
+        assumed = "" if _on_macos() else " (on macOS, with the agent not loaded yet)"
+        print(f"# launchctl commands{assumed}:")
+        for command in server.install_commands(loaded=loaded, changed=changed):
+            print(shlex.join(command))
+        return 0
+    if not _on_macos():
+        print(
+            f"coder-assets server install: launchd agents exist only on macOS, not on "
+            f"{sys.platform}. Run `coder-assets server install --dry-run` to see the plist and "
+            "the launchctl commands, or use CODER_ASSETS_SERVER_KIND=managed (the default) to "
+            "run the server as a managed process with `coder-assets server start`.",
+            file=sys.stderr,
+        )
+        return 1
+    if server.kind != "launchd":
+        print(
+            f"coder-assets server install: CODER_ASSETS_SERVER_KIND is {server.kind!r}, so the "
+            "pipeline would not drive the launchd agent (and would start a second server on "
+            f"port {server.port}): set CODER_ASSETS_SERVER_KIND=launchd and run it again.",
+            file=sys.stderr,
+        )
+        return 1
+    model = server.model_dir()
+    if not (model / "config.json").is_file():
+        print(
+            f"coder-assets server install: the model directory {model} has no config.json: set "
+            "CODER_ASSETS_BASE_MODEL to the MLX model directory the server should load.",
+            file=sys.stderr,
+        )
+        return 1
+    changed = server.ensure_plist()
+    print(f"{'wrote' if changed else 'unchanged'}: {path}")
+    server.start()
+    if wait:
+        server.wait_ready()
+    print(f"launchd model server at {server.url()}: {server.status().detail}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Two kinds of service:
 - `managed`: a process this resource starts and stops itself, recorded in a pid file (Linux, the
   demo and tests; also usable on a Mac).
 - `launchd`: the macOS launchd agent that serves the model on waterdeep, driven with `launchctl`.
+  Its property list is rendered from the packaged template (core/launchd.py); `ensure_plist`
+  keeps the installed copy current and reloads a loaded agent when it changed.
 
 Readiness: mlx-lm 0.32's `GET /health` answers "ok" while the model is still loading, and
 `GET /v1/models` lists `--model` as soon as the directory exists, loaded or not. So `wait_ready`
@@ -35,6 +37,14 @@ import requests
 from pydantic import Field
 
 from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.launchd import (
+    DEFAULT_LOG_PATH,
+    DEFAULT_THROTTLE_SECONDS,
+    AgentSpec,
+    install_plist,
+    plist_differs,
+    render_plist,
+)
 
 PID_FILE = "mlx-server.pid"
 LOG_FILE = "mlx-server.log"
@@ -141,6 +151,14 @@ class ModelServerResource(dg.ConfigurableResource):
         default="~/Library/LaunchAgents/io.daviestechlabs.mlx-coder.plist",
         description="Property list of the launchd agent, bootstrapped when not loaded.",
     )
+    launchd_log: str = Field(
+        default=DEFAULT_LOG_PATH,
+        description="The launchd agent's stdout and stderr log (managed: in state_dir).",
+    )
+    launchd_throttle_seconds: int = Field(
+        default=DEFAULT_THROTTLE_SECONDS,
+        description="launchd's ThrottleInterval: at least this many seconds between two starts.",
+    )
     ready_timeout_seconds: float = Field(
         default=120.0, description="How long wait_ready waits for the model to be served."
     )
@@ -164,6 +182,9 @@ class ModelServerResource(dg.ConfigurableResource):
         return self.state_path() / PID_FILE
 
     def log_file(self) -> Path:
+        """The server's log: the pid-file process's in state_dir, or the launchd agent's."""
+        if self.kind == "launchd":
+            return Path(self.launchd_log).expanduser()
         return self.state_path() / LOG_FILE
 
     def model_dir(self) -> Path:
@@ -194,6 +215,64 @@ class ModelServerResource(dg.ConfigurableResource):
             "HF_HUB_OFFLINE": "1",
             "HF_HUB_CACHE": str(self.state_path() / HF_CACHE_DIR),
         }
+
+    # --- launchd agent ---------------------------------------------------------------------------
+
+    def plist_path(self) -> Path:
+        return Path(self.launchd_plist).expanduser()
+
+    def agent_spec(self) -> AgentSpec:
+        """What the launchd agent runs: the same model, adapter link, address and offline HF
+        cache as the managed server, with the link itself as adapter path (see the template)."""
+        return AgentSpec(
+            label=self.launchd_label,
+            python=self.python or sys.executable,
+            model=str(self.model_dir()),
+            adapter_link=self.adapter_link,
+            host=self.host,
+            port=self.port,
+            log_path=self.launchd_log,
+            working_directory=str(self.state_path()),
+            hf_hub_cache=str(self.state_path() / HF_CACHE_DIR),
+            throttle_interval=self.launchd_throttle_seconds,
+        )
+
+    def render_plist(self) -> str:
+        """The launchd agent's property list for the current settings and adapter link."""
+        return render_plist(self.agent_spec())
+
+    def install_commands(self, *, loaded: bool, changed: bool) -> list[list[str]]:
+        """The launchctl command lines that `ensure_plist` and `start` run to install the agent:
+        bootstrap a new one, reload (bootout, bootstrap) a loaded one whose plist changed."""
+        args = self._launchd_args()
+        if loaded and not changed:
+            return launchctl_commands("start", *args, loaded=True)
+        reload = launchctl_commands("stop", *args, loaded=True) if loaded else []
+        return [*reload, *launchctl_commands("start", *args, loaded=False)]
+
+    def ensure_plist(self) -> bool:
+        """Keep the installed launchd plist current (launchd kind; the managed kind has none).
+
+        Renders the plist again (the adapter link may exist now) and, when the text differs
+        from the installed file, writes it; an agent that is loaded is then reloaded (bootout,
+        bootstrap), since launchd reads the plist only when bootstrapping. Returns whether the
+        plist changed. The folders the agent needs (state dir, HF cache, log folder) are
+        created either way.
+        """
+        if self.kind != "launchd":
+            return False
+        text = self.render_plist()
+        self._prepare_agent_dirs()
+        path = self.plist_path()
+        if not plist_differs(path, text):
+            return False
+        # Written before the reload: a plist that cannot be written leaves the agent running.
+        install_plist(path, text)
+        if self._launchd_loaded():
+            self.stop()
+            self._wait_unloaded(timeout=30)
+            self.start()
+        return True
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -459,6 +538,28 @@ class ModelServerResource(dg.ConfigurableResource):
         (command,) = launchctl_commands("status", *self._launchd_args())
         return self._run(command).returncode == 0
 
+    def _wait_unloaded(self, timeout: float) -> None:
+        """Wait until launchd has removed the booted-out agent: bootstrapping a label that is
+        still being removed fails (`Bootstrap failed: 5: Input/output error`)."""
+        deadline = time.monotonic() + timeout
+        while self._launchd_loaded():
+            if time.monotonic() > deadline:
+                raise ModelServerError(
+                    f"launchd agent {self.launchd_label} is still loaded {timeout:g} s after "
+                    f"`launchctl bootout`: check it with `launchctl print gui/{os.getuid()}/"
+                    f"{self.launchd_label}` and try again"
+                )
+            time.sleep(0.2)
+
+    def _prepare_agent_dirs(self) -> None:
+        """launchd creates neither the working directory nor the log's folder, and the server
+        needs its (empty) HF cache folder to exist."""
+        for folder in (
+            self.state_path() / HF_CACHE_DIR,
+            Path(self.launchd_log).expanduser().parent,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+
     def _launchd_status(self) -> ServerStatus:
         (command,) = launchctl_commands("status", *self._launchd_args())
         proc = self._run(command)
@@ -482,7 +583,13 @@ class ModelServerResource(dg.ConfigurableResource):
 
     def _run(self, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Run one launchctl command (tests replace this)."""
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        except FileNotFoundError as exc:
+            raise ModelServerError(
+                f"cannot run `{' '.join(command)}`: {command[0]} is not installed. The launchd "
+                "kind needs macOS; elsewhere set CODER_ASSETS_SERVER_KIND=managed"
+            ) from exc
 
 
 def _launchctl_fields(text: str) -> dict[str, str]:
