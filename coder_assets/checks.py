@@ -192,6 +192,7 @@ def promotion_gate(
         eval_scores["adapter"],
         eval_scores.get("deployed"),
         humaneval_margin=promotion_policy.humaneval_margin,
+        fim_must_improve=promotion_policy.fim_must_improve,
     )
     verdict = "promote" if decision.passed else "reject"
     return dg.AssetCheckResult(

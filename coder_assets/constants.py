@@ -11,6 +11,7 @@ SAMPLES_GROUP = "samples"
 DATASET_GROUP = "dataset"
 TRAINING_GROUP = "training"
 EVALUATION_GROUP = "evaluation"
+DEPLOYMENT_GROUP = "deployment"
 
 # Who to ask about an asset (shown in the UI).
 OWNERS = ["team:homelab"]

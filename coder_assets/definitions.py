@@ -10,6 +10,7 @@ from coder_assets.assets.dataset import (
     sample_signatures,
     training_dataset,
 )
+from coder_assets.assets.deployment import adapter_release, deployed_adapter
 from coder_assets.assets.evaluation import eval_scores
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
@@ -41,6 +42,8 @@ def build_definitions() -> dg.Definitions:
             training_dataset,
             lora_adapter,
             eval_scores,
+            adapter_release,
+            deployed_adapter,
         ],
         asset_checks=[
             instruction_pairs_free_of_secrets,

@@ -10,6 +10,7 @@ from coder_assets.assets.dataset import (
     sample_signatures,
     training_dataset,
 )
+from coder_assets.assets.deployment import adapter_release, deployed_adapter
 from coder_assets.assets.evaluation import eval_scores
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
@@ -34,9 +35,10 @@ dataset_job = dg.define_asset_job(
 
 train_deploy_job = dg.define_asset_job(
     name="train_deploy_job",
-    selection=[lora_adapter, eval_scores],
+    selection=[lora_adapter, eval_scores, adapter_release, deployed_adapter],
     tags={HOST_TAG: WATERDEEP},
-    description="Train the LoRA adapter on waterdeep from the latest dataset version and "
-    "evaluate it against the base and deployed models behind the promotion gate "
-    "(waterdeep_executor; one waterdeep run at a time).",
+    description="On waterdeep: train the LoRA adapter from the latest dataset version, evaluate "
+    "it against the base and deployed models, and, when the promotion gate passes, release it to "
+    "code-lora-adapters and deploy it behind mlx_lm.server (smoke-tested, rolled back on "
+    "failure). waterdeep_executor; one waterdeep run at a time.",
 )

@@ -142,8 +142,8 @@ def run_demo_cli(
     root: Path, until: str = "training"
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     """`coder-assets demo --until UNTIL` in a subprocess on a fresh instance under `root` (home/,
-    dagster_home/), with no Gitea or coder_assets settings inherited. Returns the process and its
-    environment."""
+    dagster_home/), with no Gitea or coder_assets settings inherited and the model server on a
+    free port. Returns the process and its environment; stop the server with `stop_server(env)`."""
     home, dagster_home = root / "home", root / "dagster_home"
     dagster_home.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -152,7 +152,13 @@ def run_demo_cli(
         for key, value in os.environ.items()
         if not key.startswith(("GITEA_", "CODER_ASSETS_", "DAGSTER_"))
     }
-    env.update({"CODER_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)})
+    env.update(
+        {
+            "CODER_ASSETS_HOME": str(home),
+            "DAGSTER_HOME": str(dagster_home),
+            "CODER_ASSETS_SERVER_PORT": str(free_port()),
+        }
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "coder_assets.cli", "demo", "--until", until],
         env=env,
@@ -162,6 +168,31 @@ def run_demo_cli(
         check=False,
     )
     return proc, env
+
+
+def stop_server(env: dict[str, str]) -> None:
+    """Stop the model server a demo or job started with the settings in `env`."""
+    subprocess.run(
+        [sys.executable, "-m", "coder_assets.cli", "server", "stop"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def full_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.CompletedProcess[str], dict[str, str], Path]]:
+    """The whole `coder-assets demo` once per session (it takes minutes): test_demo checks what
+    it made, the browser test looks at it in the UI. Yields (process, environment, root)."""
+    root = tmp_path_factory.mktemp("demo")
+    proc, env = run_demo_cli(root)
+    try:
+        yield proc, env, root
+    finally:
+        stop_server(env)
 
 
 def resources_for(source: RepoSourceResource, tmp_path: Path) -> dict[str, object]:

@@ -1,21 +1,52 @@
-"""End to end: `coder-assets demo` on a fresh instance, then the change sensor on that instance."""
+"""End to end: `coder-assets demo` on a fresh instance (the whole graph, up to the adapter served
+by a running mlx_lm.server), then the change sensor on that instance."""
 
 from __future__ import annotations
+
+import json
+import shlex
+import subprocess
 
 import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from coder_assets.core.git import run_git
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, commit_files
 from coder_assets.resources.repos import LocalReposResource
-from coder_assets_tests.conftest import Tick, requested_shas, run_demo_cli
+from coder_assets_tests.conftest import Tick, requested_shas
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(tmp_path):
-    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+def test_demo_ends_with_the_adapter_released_and_served(full_demo):
+    proc, env, root = full_demo
+    home = root / "home"
 
-    proc, _ = run_demo_cli(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "promotion_gate: promote" in proc.stdout
+    assert "deployed_adapter: " in proc.stdout and "smoke test passed" in proc.stdout
+    # The released version is a tag in the local code-lora-adapters repository.
+    remote = home / "releases" / "code-lora-adapters.git"
+    tags = run_git(["tag", "--list"], cwd=remote).split()
+    latest = (home / "deployed" / "homelab-coder" / "latest").resolve()
+    assert tags == [latest.name]
+    files = run_git(["ls-tree", "--name-only", tags[0]], cwd=remote).split()
+    assert {"adapters.safetensors", "adapter_config.json", "manifest.json"} <= set(files)
+    manifest = json.loads(run_git(["show", f"{tags[0]}:manifest.json"], cwd=remote))
+    assert manifest["adapter_version"] == latest.name
+    assert set(manifest["source_commits"]) == {f"homelab~{n}" for n in SAMPLE_REPO_NAMES}
+    # The printed curl command talks to the running server.
+    (curl,) = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("curl")]
+    assert env["CODER_ASSETS_SERVER_PORT"] in curl
+    answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(full_demo):
+    proc, _, root = full_demo
+    home, dagster_home = root / "home", root / "dagster_home"
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in SAMPLE_REPO_NAMES:
@@ -23,7 +54,6 @@ def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(tmp
     assert "make dev" in proc.stdout
     assert "6/6 checks passed" in proc.stdout
     assert "eval_scores: HumanEval pass@1 base" in proc.stdout
-    assert "promotion_gate: promote" in proc.stdout or "promotion_gate: reject" in proc.stdout
     versions = list((home / "bucket" / "code-finetune").iterdir())
     assert len(versions) == 1 and (versions[0] / "manifest.json").is_file()
     mlflow = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")

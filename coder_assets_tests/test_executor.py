@@ -20,7 +20,7 @@ import yaml
 
 from coder_assets.core.host import WaterdeepLock
 from coder_assets.resources.service import ModelServerResource
-from coder_assets_tests.conftest import REPO_ROOT, free_port
+from coder_assets_tests.conftest import REPO_ROOT, free_port, stop_server
 from coder_assets_tests.sshd_server import SshServer
 
 TINY_TRAINING = {
@@ -116,7 +116,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The demo's repos and dataset stages, once: the training tests start from its dataset."""
     root = tmp_path_factory.mktemp("site")
     home, dagster_home = root / "home", root / "dagster_home"
@@ -137,7 +137,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return Site(home, dagster_home, env)
+    try:
+        yield Site(home, dagster_home, env)
+    finally:
+        stop_server(env)  # in case a training run got as far as deploying
 
 
 def _failure_messages(logs) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
-from coder_assets_tests.conftest import free_port, run_demo_cli
+from coder_assets_tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CODER_ASSETS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
@@ -48,12 +48,10 @@ def _wait_for(predicate, *, timeout: float, what: str, interval: float = 1.0):
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """`dagster dev` on a loopback port, on an instance the demo has filled."""
-    tmp = tmp_path_factory.mktemp("ui")
+def ui(full_demo) -> Iterator[tuple[str, Path]]:
+    """`dagster dev` on a loopback port, on the instance the whole demo has filled."""
+    demo, env, tmp = full_demo
     dagster_home = tmp / "dagster_home"
-    # The graph and a repo partition are what the browser needs; test_demo covers the rest.
-    demo, env = run_demo_cli(tmp, until="repos")
     assert demo.returncode == 0, demo.stdout + demo.stderr
 
     port = free_port()
@@ -118,10 +116,17 @@ def _open(page, url: str) -> None:
         pass
 
 
-def test_asset_graph_shows_every_asset(ui, page):
+def test_asset_graph_shows_every_asset_and_every_one_is_materialized(ui, page):
     from coder_assets.definitions import defs
 
-    url, _ = ui
+    url, dagster_home = ui
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        missing = [
+            spec.key.to_user_string()
+            for spec in defs.resolve_all_asset_specs()
+            if instance.get_latest_materialization_event(spec.key) is None
+        ]
+    assert missing == [], "the demo left these assets unmaterialized"
     groups: dict[str, list[str]] = {}
     for spec in defs.resolve_all_asset_specs():
         groups.setdefault(spec.group_name, []).append(spec.key.to_user_string())

@@ -14,12 +14,15 @@ from coder_assets.assets import reported_as_failure
 from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
 from coder_assets.constants import EVALUATION_GROUP
 from coder_assets.core.dataset import PROVENANCE_FILE, read_table
+from coder_assets.core.deploy import FINGERPRINT_FILE
 from coder_assets.core.evaluation import (
     EvalSettings,
     evaluate_model,
     summary_table,
     write_summary,
 )
+from coder_assets.core.files import write_json_atomic
+from coder_assets.core.smoke import Fingerprint, fingerprint_prompts, outputs
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -99,7 +102,11 @@ def eval_scores(
     test loss and perplexity) for the base model, the new adapter and the deployed adapter, one
     model at a time, in-process with mlx-lm (adapters unfused). Per-problem results go to the
     adapter's `eval/` folder and MLflow; the promotion gate decides on them."""
-    from coder_assets.core.generation import InProcessGenerator
+    from coder_assets.core.generation import (
+        InProcessGenerator,
+        chat_tasks_from_records,
+        fim_tasks_from_records,
+    )
 
     with reported_as_failure():
         waterdeep.require("evaluate an adapter")
@@ -118,6 +125,13 @@ def eval_scores(
             if deployed_dir is not None:
                 models.append(("deployed", deployed_dir))
             summaries: dict[str, dict] = {}
+            # The deploy's proof that the server serves this adapter: fixed prompts with the
+            # base model's and the adapter's own greedy output.
+            prompts = fingerprint_prompts(
+                fim_tasks_from_records(records, limit=8, languages=languages),
+                chat_tasks_from_records(records, limit=4),
+            )
+            answers: dict[str, tuple[str, ...]] = {}
             with model_server.paused("evaluating eval_scores"):
                 for label, directory in models:
                     generator = InProcessGenerator(model_dir, directory)
@@ -130,7 +144,11 @@ def eval_scores(
                         languages=languages,
                         progress=context.log.info,
                     )
+                    if label in ("base", "adapter"):
+                        answers[label] = outputs(generator, prompts)
                     del generator
+            fingerprint = Fingerprint(tuple(prompts), answers["base"], answers["adapter"])
+            write_json_atomic(results_dir / FINGERPRINT_FILE, fingerprint.to_dict())
             result = {
                 "adapter_version": lora_adapter["version"],
                 "adapter_path": str(adapter_dir),
@@ -139,6 +157,7 @@ def eval_scores(
                 "base": summaries["base"],
                 "adapter": summaries["adapter"],
                 "deployed": summaries.get("deployed"),
+                "fingerprint": fingerprint.to_dict(),
             }
             write_summary(results_dir / "summary.json", result)
             run_id = lora_adapter["mlflow_run_id"]
@@ -163,6 +182,9 @@ def eval_scores(
         "test_loss_adapter": adapter["test_loss"],
         "deployed_adapter": str(deployed_dir) if deployed_dir else "none (first deploy)",
         "results": dg.MetadataValue.path(str(results_dir)),
+        "fingerprint_prompts_distinguishing": (
+            f"{len(fingerprint.distinguishing())}/{len(fingerprint.prompts)}"
+        ),
     }
     if run_url:
         metadata["mlflow_run"] = dg.MetadataValue.url(run_url)

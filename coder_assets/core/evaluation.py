@@ -167,8 +167,12 @@ def promotion_decision(
     deployed: Mapping[str, Any] | None,
     *,
     humaneval_margin: float = 0.02,
+    fim_must_improve: bool = True,
 ) -> Decision:
-    """Whether the new adapter may be released and deployed, with the reasons either way."""
+    """Whether the new adapter may be released and deployed, with the reasons either way.
+
+    Passes when HumanEval pass@1 drops by at most `humaneval_margin`, FIM edit similarity
+    improves (with `fim_must_improve=False`: does not get worse) and test loss goes down."""
     reference = deployed if deployed is not None else base
     name = "deployed adapter" if deployed is not None else "base model"
     paired = paired_comparison(reference["humaneval_outcomes"], adapter["humaneval_outcomes"])
@@ -189,9 +193,17 @@ def promotion_decision(
             f"{humaneval_margin:.3f}, McNemar p={paired['p_value']:.3f})"
         )
     es_new, es_ref = adapter["fim_edit_similarity"], reference["fim_edit_similarity"]
-    if not es_new > es_ref:
+    if fim_must_improve and not es_new > es_ref:
         passed = False
         reasons.append(f"FIM edit similarity does not improve: {es_new:.4f} vs {es_ref:.4f}")
+    elif not es_new >= es_ref:
+        passed = False
+        reasons.append(f"FIM edit similarity gets worse: {es_new:.4f} vs {es_ref:.4f}")
+    elif not es_new > es_ref:
+        reasons.append(
+            f"FIM edit similarity does not get worse: {es_new:.4f} vs {es_ref:.4f} (the policy "
+            "does not require it to improve)"
+        )
     else:
         reasons.append(f"FIM edit similarity improves: {es_new:.4f} vs {es_ref:.4f}")
     loss_new, loss_ref = adapter["test_loss"], reference["test_loss"]

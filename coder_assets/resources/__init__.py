@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from coder_assets.constants import coder_assets_home
+from coder_assets.constants import coder_assets_home, int_setting
+from coder_assets.core.deploy import LATEST_LINK
 from coder_assets.core.host import current_platform
 from coder_assets.executor import DEFAULT_FORWARD_ENV
 from coder_assets.resources.datasets import (
@@ -19,6 +21,7 @@ from coder_assets.resources.datasets import (
     S3CompatibleResource,
     S3DatasetStoreResource,
 )
+from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.gitea import GiteaResource
 from coder_assets.resources.mlflow import DEFAULT_EXPERIMENT_NAME, MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -164,17 +167,50 @@ def build_executor_config() -> dict[str, Any]:
     return config
 
 
+def deploy_dir() -> str:
+    """Where deployed adapter versions and the `latest` link live on waterdeep:
+    CODER_ASSETS_DEPLOY_DIR; in production (CODER_ASSETS_WATERDEEP_HOST set) by default
+    ~/.mlx-models/adapters/homelab-coder, in the embedded default under the coder_assets home."""
+    configured = os.environ.get("CODER_ASSETS_DEPLOY_DIR", "").strip()
+    if configured:
+        return configured
+    if os.environ.get("CODER_ASSETS_WATERDEEP_HOST", "").strip():
+        return "~/.mlx-models/adapters/homelab-coder"
+    return str(coder_assets_home() / "deployed" / "homelab-coder")
+
+
+def build_adapter_repo() -> AdapterReleaseResource:
+    """The `code-lora-adapters` repository: CODER_ASSETS_RELEASE_REMOTE (the Gitea repo in
+    production, token from CODER_ASSETS_RELEASE_TOKEN or GITEA_TOKEN), or a local bare repository
+    under the coder_assets home that the first release creates (embedded default)."""
+    home = coder_assets_home()
+    remote = os.environ.get("CODER_ASSETS_RELEASE_REMOTE", "").strip()
+    token: Any = None
+    for name in ("CODER_ASSETS_RELEASE_TOKEN", "GITEA_TOKEN"):
+        if os.environ.get(name):
+            token = dg.EnvVar(name)
+            break
+    return AdapterReleaseResource(
+        remote=remote or str(home / "releases" / "code-lora-adapters.git"),
+        token=token if remote else None,
+        lfs=os.environ.get("CODER_ASSETS_RELEASE_LFS", "auto"),
+        work_dir=str(home / "releases" / "work"),
+        create_local_remote=not remote,
+    )
+
+
 def build_model_server(base_model: BaseModelResource) -> ModelServerResource:
     """The mlx_lm.server on waterdeep: the launchd service in production on macOS
     (CODER_ASSETS_SERVER_KIND=launchd), a managed process elsewhere and in the demo."""
     home = coder_assets_home()
-    default_link = home / "deployed" / "homelab-coder" / "latest"
     return ModelServerResource(
         kind=os.environ.get("CODER_ASSETS_SERVER_KIND", "managed"),
         host=os.environ.get("CODER_ASSETS_SERVER_HOST", "127.0.0.1"),
         port=int(os.environ.get("CODER_ASSETS_SERVER_PORT", "8080")),
         model_path=base_model.path,
-        adapter_link=os.environ.get("CODER_ASSETS_ADAPTER_LINK") or str(default_link),
+        adapter_link=str(Path(deploy_dir()) / LATEST_LINK),
+        launchd_label=os.environ.get("CODER_ASSETS_SERVER_LABEL") or "io.daviestechlabs.mlx-coder",
+        ready_timeout_seconds=_float_setting("CODER_ASSETS_SERVER_READY_TIMEOUT", 120.0),
         state_dir=str(home / "server"),
         python=os.environ.get("CODER_ASSETS_SERVER_PYTHON") or sys.executable,
     )
@@ -200,9 +236,14 @@ def build_resources() -> dict[str, Any]:
         ),
         "model_server": build_model_server(base_model),
         "promotion_policy": PromotionPolicyResource(
-            humaneval_margin=_float_setting("CODER_ASSETS_GATE_HUMANEVAL_MARGIN", 0.02)
+            humaneval_margin=_float_setting("CODER_ASSETS_GATE_HUMANEVAL_MARGIN", 0.02),
+            fim_must_improve=os.environ.get("CODER_ASSETS_GATE_FIM_MUST_IMPROVE", "1") != "0",
         ),
         "dataset_store": build_dataset_store(),
         "mlflow_tracking": build_mlflow_tracking(),
         "failure_notifier": FailureNotifierResource(),
+        "adapter_repo": build_adapter_repo(),
+        "adapter_deployment": AdapterDeploymentResource(
+            deploy_dir=deploy_dir(), keep_versions=int_setting("CODER_ASSETS_KEEP_ADAPTERS", 5)
+        ),
     }

@@ -1,4 +1,5 @@
-"""The promotion policy: how much worse on HumanEval a new adapter may be, and still ship."""
+"""The promotion policy: how much worse on HumanEval a new adapter may be, and still ship, and
+whether its FIM completions must get better."""
 
 from __future__ import annotations
 
@@ -12,4 +13,9 @@ class PromotionPolicyResource(dg.ConfigurableResource):
     humaneval_margin: float = Field(
         default=0.02,
         description="Largest HumanEval pass@1 drop (paired, same problems) still accepted.",
+    )
+    fim_must_improve: bool = Field(
+        default=True,
+        description="FIM edit similarity must improve on the reference; False: it must not get "
+        "worse (the demo's random dev model completes nothing before or after a short training).",
     )

@@ -1,0 +1,368 @@
+"""adapter_release and deployed_adapter: after the promotion gate, the adapter is versioned in the
+`code-lora-adapters` git repository and served by mlx_lm.server on waterdeep."""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+import json
+import shlex
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from coder_assets.assets import reported_as_failure
+from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
+from coder_assets.constants import DEPLOYMENT_GROUP
+from coder_assets.core.dataset import read_manifest
+from coder_assets.core.deploy import (
+    FINGERPRINT_FILE,
+    MANIFEST_FILE,
+    DeployDir,
+    DeploymentError,
+    Links,
+)
+from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.evaluation import promotion_decision
+from coder_assets.core.smoke import Fingerprint, SmokeReport, smoke_test
+from coder_assets.resources.datasets import DatasetStoreResource
+from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
+from coder_assets.resources.mlflow import MlflowTrackingResource
+from coder_assets.resources.policy import PromotionPolicyResource
+from coder_assets.resources.service import ModelServerResource
+from coder_assets.resources.storage import WorkspaceResource
+from coder_assets.resources.waterdeep import WaterdeepResource
+
+# The headline numbers of each model that travel with a release.
+RELEASED_SCORES = (
+    "humaneval_pass_at_1",
+    "fim_exact_match",
+    "fim_edit_similarity",
+    "fim_identifier_f1",
+    "chat_edit_similarity",
+    "test_loss",
+    "test_perplexity",
+)
+CURL_QUESTION = "Write a Python function that checks whether a number is prime."
+
+
+def release_manifest(
+    lora_adapter: dict, eval_scores: dict, training_dataset: dict, dataset_manifest: dict
+) -> dict:
+    """What a release says about itself: versions, scores, MLflow run and source commits."""
+    scores = {
+        label: {
+            name: eval_scores[label][name]
+            for name in RELEASED_SCORES
+            if isinstance(eval_scores.get(label), dict) and name in eval_scores[label]
+        }
+        for label in ("base", "adapter", "deployed")
+        if eval_scores.get(label)
+    }
+    return {
+        "adapter_name": lora_adapter.get("name", "homelab-coder"),
+        "adapter_version": lora_adapter["version"],
+        "dataset_version": training_dataset["version"],
+        "dataset_uri": training_dataset.get("uri"),
+        "base_model_version": lora_adapter["base_model_version"],
+        "lora_settings": lora_adapter.get("settings", {}),
+        "eval_scores": scores,
+        "mlflow_run_id": lora_adapter.get("mlflow_run_id"),
+        "source_commits": dataset_manifest.get("source_commits", {}),
+    }
+
+
+@dg.asset(
+    group_name=DEPLOYMENT_GROUP,
+    kinds={"git", "mlflow"},
+    code_version="1",
+    io_manager_key="json_io_manager",
+    **WATERDEEP_ASSET_SETTINGS,
+)
+def adapter_release(
+    context: dg.AssetExecutionContext,
+    lora_adapter: dict,
+    eval_scores: dict,
+    training_dataset: dict,
+    waterdeep: WaterdeepResource,
+    promotion_policy: PromotionPolicyResource,
+    adapter_repo: AdapterReleaseResource,
+    dataset_store: DatasetStoreResource,
+    mlflow_tracking: MlflowTrackingResource,
+    workspace: WorkspaceResource,
+) -> dg.MaterializeResult:
+    """The promoted adapter in the `code-lora-adapters` git repository: adapters.safetensors,
+    adapter_config.json and manifest.json (adapter, dataset and base model versions, eval scores,
+    MLflow run, source commits) in one commit with one annotated tag per version; weights as git
+    LFS objects when the remote supports LFS. Re-running for a released version changes nothing.
+    Runs on waterdeep, where the adapter files are."""
+    decision = promotion_decision(
+        eval_scores["base"],
+        eval_scores["adapter"],
+        eval_scores.get("deployed"),
+        humaneval_margin=promotion_policy.humaneval_margin,
+        fim_must_improve=promotion_policy.fim_must_improve,
+    )
+    if not decision.passed:
+        raise dg.Failure(
+            description=f"adapter {eval_scores['adapter_version']} did not pass the promotion "
+            f"gate ({'; '.join(decision.reasons)}): nothing is released. Train a better adapter "
+            "or change the gate's margin (CODER_ASSETS_GATE_HUMANEVAL_MARGIN)."
+        )
+    with reported_as_failure():
+        waterdeep.require("release an adapter")
+        version = training_dataset["version"]
+        data_dir = dataset_store.fetch(version, workspace.fetched_datasets_dir() / version)
+        manifest = release_manifest(
+            lora_adapter, eval_scores, training_dataset, read_manifest(data_dir)
+        )
+        result = adapter_repo.release(Path(lora_adapter["path"]), manifest)
+        run_id = lora_adapter.get("mlflow_run_id")
+        if run_id and not result.already_released:
+            mlflow_tracking.set_tags(
+                run_id,
+                {
+                    "coder_assets.release_tag": result.tag,
+                    "coder_assets.release_commit": result.commit,
+                },
+            )
+            mlflow_tracking.log_dict(run_id, manifest, f"releases/{result.version}.json")
+    if result.already_released:
+        context.log.info(f"{result.tag} is already released at {result.remote}; nothing changed")
+    else:
+        context.log.info(f"released {result.tag} ({result.commit[:12]}) to {result.remote}")
+    files = {name: info["sha256"] for name, info in result.files.items()}
+    value = {
+        "version": result.version,
+        "tag": result.tag,
+        "commit": result.commit,
+        "remote": result.remote,
+        "lfs": result.lfs,
+        "files": files,
+        "manifest": manifest,
+    }
+    metadata = {
+        "version": result.version,
+        "tag": result.tag,
+        "commit": result.commit,
+        "remote": result.remote,
+        "weights_in_lfs": result.lfs,
+        "already_released": result.already_released,
+        "adapter_bytes": sum(int(info["bytes"]) for info in result.files.values()),
+        "source_repos": len(manifest["source_commits"]),
+        "manifest": dg.MetadataValue.json(manifest),
+    }
+    return dg.MaterializeResult(
+        value=value, data_version=dg.DataVersion(result.version), metadata=metadata
+    )
+
+
+class DeployedAdapterConfig(dg.Config):
+    """How the deploy waits and checks."""
+
+    smoke_timeout_seconds: float = Field(
+        default=120.0, description="Limit for each smoke-test request to the model server."
+    )
+
+
+@dg.asset(
+    group_name=DEPLOYMENT_GROUP,
+    kinds={"mlx"},
+    code_version="1",
+    io_manager_key="json_io_manager",
+    **WATERDEEP_ASSET_SETTINGS,
+)
+def deployed_adapter(
+    context: dg.AssetExecutionContext,
+    config: DeployedAdapterConfig,
+    lora_adapter: dict,
+    adapter_release: dict,
+    eval_scores: dict,
+    waterdeep: WaterdeepResource,
+    model_server: ModelServerResource,
+    adapter_deployment: AdapterDeploymentResource,
+) -> dg.MaterializeResult:
+    """The released adapter served by mlx_lm.server on waterdeep. The version is installed under
+    the deploy directory (checked against the release's sha256s), `latest` is swapped to it
+    atomically, the server is restarted and smoke-tested: /v1/models lists the model, chat and
+    FIM completions answer, and the served greedy output of fixed prompts equals the adapter's
+    own (recorded by eval_scores) and differs from the base model's. On any failure `latest` is
+    swapped back, the server restarted, the old adapter verified serving again, and the asset
+    fails with the reason. Keeps the last versions and prunes older ones, never the deployed or
+    the previous one."""
+    version = adapter_release["version"]
+    fingerprint = (
+        Fingerprint.from_dict(eval_scores["fingerprint"])
+        if eval_scores.get("fingerprint")
+        else None
+    )
+    with reported_as_failure():
+        waterdeep.require("deploy an adapter")
+        with waterdeep.lock("deploying deployed_adapter", context.run_id):
+            deploy = adapter_deployment.directory()
+            documents = {MANIFEST_FILE: adapter_release["manifest"]}
+            if fingerprint is not None:
+                documents[FINGERPRINT_FILE] = fingerprint.to_dict()
+            installed = deploy.install(
+                Path(lora_adapter["path"]),
+                version,
+                expected=adapter_release["files"],
+                documents=documents,
+            )
+            report, restarted = _deploy(context, deploy, version, fingerprint, model_server, config)
+            pruned = deploy.prune(adapter_deployment.keep_versions)
+    if pruned:
+        context.log.info(f"pruned adapter versions {', '.join(pruned)}")
+    links = deploy.links()
+    url = model_server.url()
+    curl = curl_command(url)
+    metadata = {
+        "version": version,
+        "path": dg.MetadataValue.path(str(installed)),
+        "latest_link": dg.MetadataValue.path(str(deploy.latest)),
+        "previous": links.previous or "none",
+        "restarted": restarted,
+        "server": dg.MetadataValue.url(url),
+        "model": str(model_server.model_dir()),
+        "release_tag": adapter_release["tag"],
+        "smoke_test": dg.MetadataValue.md(report.markdown()),
+        "try_it": dg.MetadataValue.md(f"```\n{curl}\n```"),
+        "kept_versions": ", ".join(deploy.installed_versions()),
+        "pruned_versions": ", ".join(pruned) or "none",
+    }
+    value = {
+        "version": version,
+        "path": str(installed),
+        "previous": links.previous,
+        "url": url,
+        "model": str(model_server.model_dir()),
+        "curl": curl,
+    }
+    return dg.MaterializeResult(
+        value=value, data_version=dg.DataVersion(version), metadata=metadata
+    )
+
+
+def _deploy(
+    context: dg.AssetExecutionContext,
+    deploy: DeployDir,
+    version: str,
+    fingerprint: Fingerprint | None,
+    model_server: ModelServerResource,
+    config: DeployedAdapterConfig,
+) -> tuple[SmokeReport, bool]:
+    """Swap, restart, smoke-test; roll back on any failure. Returns the smoke report and whether
+    the server was restarted."""
+    model_id = str(model_server.model_dir())
+    links = deploy.links()
+    if links.latest == version and model_server.status().running:
+        report = smoke_test(
+            model_server.url(),
+            model_id,
+            fingerprint,
+            timeout=config.smoke_timeout_seconds,
+            log=context.log.info,
+        )
+        if report.passed:
+            context.log.info(f"adapter {version} is already deployed and serving; nothing to do")
+            return report, False
+    before = deploy.swap(version)
+    context.log.info(f"latest -> {version} (was {before.latest or 'no adapter'}); restarting")
+    try:
+        _ensure_service_definition(model_server, context)
+        started = time.monotonic()
+        model_server.restart()
+        context.log.info(f"model server ready in {time.monotonic() - started:.1f} s")
+        report = smoke_test(
+            model_server.url(),
+            model_id,
+            fingerprint,
+            timeout=config.smoke_timeout_seconds,
+            log=context.log.info,
+        )
+        if not report.passed:
+            raise DeploymentError(
+                f"the smoke test of adapter {version} failed: {'; '.join(report.failures())}"
+            )
+    except Exception as exc:  # noqa: BLE001 - every failure rolls back, then fails the asset
+        reason = str(exc)
+        raise dg.Failure(
+            description=_roll_back(
+                context, deploy, before, version, reason, fingerprint, model_server, config
+            ),
+            metadata={"failed_version": version, "reason": reason[:2000]},
+        ) from exc
+    return report, True
+
+
+def _roll_back(
+    context: dg.AssetExecutionContext,
+    deploy: DeployDir,
+    before: Links,
+    version: str,
+    reason: str,
+    fingerprint: Fingerprint | None,
+    model_server: ModelServerResource,
+    config: DeployedAdapterConfig,
+) -> str:
+    """Put the old links back, restart, and verify the old adapter serves; returns the sentence
+    that fails the asset."""
+    old = before.latest
+    context.log.error(f"deploying {version} failed: {reason}; rolling back to {old or 'the base'}")
+    deploy.restore(before, reason[:500])
+    what = f"adapter {old}" if old else "the base model (no adapter was deployed before)"
+    try:
+        _ensure_service_definition(model_server, context)
+        model_server.restart()
+        if old is not None:
+            recorded = deploy.read_json(old, FINGERPRINT_FILE)
+            expected = Fingerprint.from_dict(recorded) if recorded else None
+            expect = "adapter"
+        else:
+            # No adapter before: the new version's fingerprint holds the base model's output.
+            expected, expect = fingerprint, "base"
+        check = smoke_test(
+            model_server.url(),
+            str(model_server.model_dir()),
+            expected,
+            expect=expect,
+            prove_adapter=False,
+            require_text=expected is None,
+            timeout=config.smoke_timeout_seconds,
+            log=context.log.info,
+        )
+        if not check.passed:
+            raise DeploymentError("; ".join(check.failures()))
+    except CoderAssetsError as exc:
+        return (
+            f"deploying adapter {version} failed: {reason}. Rolled back `latest` to {what}, but "
+            f"the server does not serve it either: {exc}. Check `coder-assets server status` and "
+            f"the server log ({model_server.log_file()})."
+        )
+    return (
+        f"deploying adapter {version} failed: {reason}. Rolled back: `latest` points at {what} "
+        "again and the server serves it (verified by its smoke test)."
+    )
+
+
+def _ensure_service_definition(model_server: ModelServerResource, context) -> None:
+    """launchd: keep the agent's plist current (its --adapter-path appears after the first
+    deploy); a managed server is started with the current link anyway."""
+    ensure = getattr(model_server, "ensure_plist", None)
+    if model_server.kind == "launchd" and ensure is not None and ensure():
+        context.log.info(f"updated the launchd agent {model_server.launchd_plist}")
+
+
+def curl_command(url: str, question: str = CURL_QUESTION) -> str:
+    """A command a person can paste to talk to the deployed model."""
+    body = json.dumps(
+        {
+            "model": "default_model",
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 128,
+            "temperature": 0,
+        }
+    )
+    return (
+        f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)}"
+    )

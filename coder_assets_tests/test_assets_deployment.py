@@ -1,0 +1,332 @@
+"""deployed_adapter against a real `mlx_lm.server` on loopback serving the dev model: a good deploy
+is proven served; a damaged adapter, an adapter of another base shape and a server that never
+becomes ready are all rolled back with the old adapter verified serving; re-deploying changes
+nothing; pruning keeps the deployed and previous versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from coder_assets.assets.deployment import DeployedAdapterConfig, curl_command, deployed_adapter
+from coder_assets.core.deploy import DeployDir, Links, sha256_file
+from coder_assets.core.dev_model import DevModelConfig, build_dev_model
+from coder_assets.core.fim import format_fim
+from coder_assets.core.generation import InProcessGenerator
+from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs
+from coder_assets.resources import waterdeep_host
+from coder_assets.resources.deployment import AdapterDeploymentResource
+from coder_assets.resources.service import ModelServerResource
+from coder_assets.resources.waterdeep import WaterdeepResource
+from coder_assets_tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+CORPUS = [
+    f"def total_{i}(values):\n    result = 0\n    for v in values:\n        result += v * {i}\n"
+    f"    return result\n"
+    for i in range(12)
+] * 10
+READY_TIMEOUT = 15.0
+# The managed server's interpreter: Python itself, except that a server started for an adapter
+# whose folder name contains "hang" sleeps instead of serving (it never becomes ready).
+WRAPPER = """#!/bin/sh
+case "$*" in
+  *hang*) exec "{python}" -c 'import time; time.sleep(3600)' "$@" ;;
+  *) exec "{python}" "$@" ;;
+esac
+"""
+
+
+def _adapter(model_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter of the dev model with random (non-zero) weights, in mlx-lm's format."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load
+
+    model, _ = load(str(model_dir))
+    model.freeze()
+    layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
+    parameters = {"rank": 4, "scale": 2.0, "dropout": 0.0}
+    linear_to_lora_layers(model, layers, parameters)
+    mx.random.seed(seed)
+    weights = {
+        name: mx.random.normal(value.shape) * 0.5 if name.endswith("lora_b") else value
+        for name, value in tree_flatten(model.trainable_parameters())
+    }
+    out.mkdir(parents=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": parameters}
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    return out
+
+
+def _prompts(generator: InProcessGenerator) -> list[FingerprintPrompt]:
+    code = CORPUS[3]
+    start, end = code.index("    for v"), code.index("    return")
+    fim = format_fim(code[:start], code[end:], code[start:end])
+    messages = (("user", "Write a function that sums a list."),)
+    rendered = generator.tokenizer.apply_chat_template(
+        [{"role": r, "content": c} for r, c in messages], add_generation_prompt=True, tokenize=False
+    )
+    fim_prompt = fim[: fim.index("<|fim_middle|>") + len("<|fim_middle|>")]
+    return [
+        FingerprintPrompt("fim", "fim-1", fim_prompt, (), 12),
+        FingerprintPrompt(
+            "fim", "fim-2", "<|fim_prefix|>def f(x):\n<|fim_suffix|>\n<|fim_middle|>"
+        ),
+        FingerprintPrompt("chat", "chat-1", rendered, messages, 12),
+    ]
+
+
+class Site:
+    """The dev model, candidate adapters with their fingerprints and releases, a deploy
+    directory and one managed model server that all tests share (each leaves v1 deployed)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.model = build_dev_model(root / "model", CORPUS)
+        other = build_dev_model(root / "other-model", CORPUS, DevModelConfig(hidden_size=32))
+        self.sources = {
+            "v1": _adapter(self.model, root / "adapters" / "v1", 1),
+            "v2": _adapter(self.model, root / "adapters" / "v2", 2),
+            "v3": _adapter(self.model, root / "adapters" / "v3", 3),
+            "v-hang": _adapter(self.model, root / "adapters" / "v-hang", 4),
+            "v-shape": _adapter(other, root / "adapters" / "v-shape", 5),
+        }
+        base = InProcessGenerator(self.model)
+        self.prompts = _prompts(base)
+        self.base_outputs = outputs(base, self.prompts)
+        self.fingerprints = {}
+        for version, source in self.sources.items():
+            if version == "v-shape":
+                # Evaluated on its own base; the fingerprint is never reached.
+                answers = self.base_outputs
+            else:
+                answers = outputs(InProcessGenerator(self.model, source), self.prompts)
+            self.fingerprints[version] = Fingerprint(
+                tuple(self.prompts), self.base_outputs, answers
+            )
+        wrapper = root / "python-wrapper"
+        wrapper.write_text(WRAPPER.format(python=sys.executable))
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+        self.deploy_dir = root / "deployed"
+        self.server = ModelServerResource(
+            model_path=str(self.model),
+            state_dir=str(root / "server"),
+            port=free_port(),
+            adapter_link=str(self.deploy_dir / "latest"),
+            python=str(wrapper),
+            ready_timeout_seconds=READY_TIMEOUT,
+        )
+        self.waterdeep = WaterdeepResource(**waterdeep_host(), lock_file=str(root / "lock"))
+
+    def deploy(self, version: str, *, keep: int = 5, source: Path | None = None):
+        source = source or self.sources[version]
+        files = {name: sha256_file(source / name) for name in sorted(os.listdir(source))}
+        with dg.build_asset_context() as context:
+            return self._deploy(context, version, keep, source, files)
+
+    def _deploy(self, context, version: str, keep: int, source: Path, files: dict[str, str]):
+        return deployed_adapter(
+            context=context,
+            config=DeployedAdapterConfig(smoke_timeout_seconds=60),
+            lora_adapter={"version": version, "path": str(source)},
+            adapter_release={
+                "version": version,
+                "tag": version,
+                "files": files,
+                "manifest": {"adapter_version": version},
+            },
+            eval_scores={"fingerprint": self.fingerprints[version].to_dict()},
+            waterdeep=self.waterdeep,
+            model_server=self.server,
+            adapter_deployment=AdapterDeploymentResource(
+                deploy_dir=str(self.deploy_dir), keep_versions=keep
+            ),
+        )
+
+    def served(self) -> tuple[str, ...]:
+        from coder_assets.core.smoke import smoke_test
+
+        report = smoke_test(self.server.url(), str(self.model), None)
+        assert report.passed, report.failures()
+        fingerprint = self.fingerprints["v1"]
+        from coder_assets.core.generation import DEFAULT_MODEL, ServerGenerator
+
+        with ServerGenerator(self.server.url(), DEFAULT_MODEL) as server:
+            return tuple(
+                server.chat([{"role": r, "content": c} for r, c in p.messages], p.max_tokens)
+                if p.kind == "chat"
+                else server.complete(p.prompt, p.max_tokens, p.stop)
+                for p in fingerprint.prompts
+            )
+
+    def links(self) -> Links:
+        return DeployDir(self.deploy_dir).links()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    site = Site(tmp_path_factory.mktemp("deployment"))
+    try:
+        site.deploy("v1")
+        yield site
+    finally:
+        site.server.stop(timeout=10)
+
+
+@pytest.fixture
+def v1_deployed(site: Site) -> Iterator[Site]:
+    """v1 deployed and served before the test, and again after it."""
+    if site.links().latest != "v1" or not site.server.status().running:
+        site.deploy("v1")
+    yield site
+    if site.links().latest != "v1":
+        site.deploy("v1")
+
+
+def _distinct(site: Site) -> None:
+    # The random adapters answer the fixed prompts differently from the base and each other:
+    # otherwise these tests could not tell which one is served.
+    answers = {v: site.fingerprints[v].adapter for v in ("v1", "v2", "v3")}
+    assert len({*answers.values(), site.base_outputs}) == 4
+
+
+def test_first_deploy_serves_the_adapter_proven_by_its_own_output(site: Site):
+    _distinct(site)
+    assert site.links() == Links("v1", None)
+    assert site.served() == site.fingerprints["v1"].adapter
+    assert site.served() != site.base_outputs
+
+
+def test_a_good_deploy_swaps_latest_and_the_new_adapter_is_served(v1_deployed: Site):
+    site = v1_deployed
+    result = site.deploy("v2")
+
+    assert site.links() == Links("v2", "v1")
+    assert site.served() == site.fingerprints["v2"].adapter
+    assert result.value["previous"] == "v1"
+    table = result.metadata["smoke_test"].value
+    assert "served output equals the adapter's | pass" in table
+    assert "adapter differs from the base model | pass" in table
+    assert result.metadata["restarted"] is True
+
+
+def test_redeploying_the_deployed_version_changes_nothing(v1_deployed: Site):
+    site = v1_deployed
+    pid = site.server.status().pid
+
+    result = site.deploy("v1")
+
+    assert result.metadata["restarted"] is False
+    assert site.server.status().pid == pid
+    assert site.links().latest == "v1"
+
+
+def _failed_deploy(site: Site, version: str, **kwargs) -> str:
+    with pytest.raises(dg.Failure) as failure:
+        site.deploy(version, **kwargs)
+    return failure.value.description
+
+
+def test_a_truncated_adapter_file_is_refused_and_the_old_adapter_keeps_serving(
+    v1_deployed: Site, tmp_path: Path
+):
+    site = v1_deployed
+    broken = tmp_path / "v3-truncated"
+    broken.mkdir()
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        data = (site.sources["v3"] / name).read_bytes()
+        (broken / name).write_bytes(data[:-100] if name.endswith("safetensors") else data)
+    pid = site.server.status().pid
+
+    message = _failed_deploy(site, "v3", source=broken)
+
+    assert "truncated" in message and "adapters.safetensors" in message
+    assert site.links() == Links("v1", None) or site.links().latest == "v1"
+    assert site.server.status().pid == pid  # never touched
+    assert site.served() == site.fingerprints["v1"].adapter
+
+
+def test_garbled_adapter_weights_fail_the_smoke_test_and_are_rolled_back(
+    v1_deployed: Site, tmp_path: Path
+):
+    site = v1_deployed
+    garbled = tmp_path / "v3-garbled"
+    garbled.mkdir()
+    (garbled / "adapter_config.json").write_bytes(
+        (site.sources["v3"] / "adapter_config.json").read_bytes()
+    )
+    # Same size, valid header, different numbers: only the served output can tell.
+    (garbled / "adapters.safetensors").write_bytes(
+        (site.sources["v2"] / "adapters.safetensors").read_bytes()
+    )
+    before = site.links()
+
+    message = _failed_deploy(site, "v3", source=garbled)
+
+    assert "smoke test of adapter v3 failed" in message
+    assert "Rolled back" in message and "verified" in message
+    assert site.links() == before
+    assert site.served() == site.fingerprints["v1"].adapter
+
+
+def test_an_adapter_for_another_base_shape_is_rolled_back(v1_deployed: Site):
+    site = v1_deployed
+    before = site.links()
+
+    message = _failed_deploy(site, "v-shape")
+
+    assert "Rolled back" in message and "verified" in message, message
+    assert site.links() == before
+    assert site.served() == site.fingerprints["v1"].adapter
+
+
+def test_a_server_that_never_becomes_ready_is_rolled_back_within_the_deadline(
+    v1_deployed: Site,
+):
+    site = v1_deployed
+    started = time.monotonic()
+
+    message = _failed_deploy(site, "v-hang")
+
+    elapsed = time.monotonic() - started
+    assert f"not ready within {READY_TIMEOUT:g} s" in message, message
+    assert "verified" in message
+    # One wait for the hanging server, one restart of the old adapter; not an open-ended wait.
+    assert elapsed < 2 * READY_TIMEOUT + 30
+    assert site.links().latest == "v1"
+    assert site.served() == site.fingerprints["v1"].adapter
+
+
+def test_pruning_keeps_the_deployed_and_previous_versions(v1_deployed: Site):
+    site = v1_deployed
+    site.deploy("v2", keep=1)
+    assert site.links() == Links("v2", "v1")
+    deploy = DeployDir(site.deploy_dir)
+    installed = deploy.installed_versions()
+    # keep=1 keeps the newest install; the deployed and the previous stay whatever their age.
+    assert set(installed) == {"v1", "v2", installed[-1]}
+
+
+def test_the_curl_command_talks_to_the_server(v1_deployed: Site):
+    import shlex
+    import subprocess
+
+    command = curl_command(v1_deployed.server.url())
+    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    requests.get(f"{v1_deployed.server.url()}/v1/models", timeout=5).raise_for_status()
