@@ -52,7 +52,7 @@ def _add_server_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "The model server as the pipeline sees it: CODER_ASSETS_SERVER_KIND (managed or "
             "launchd), CODER_ASSETS_SERVER_HOST/_PORT, CODER_ASSETS_BASE_MODEL and "
-            "CODER_ASSETS_ADAPTER_LINK."
+            "CODER_ASSETS_DEPLOY_DIR (its latest link is the adapter)."
         ),
     )
     actions = server.add_subparsers(dest="action", required=True)

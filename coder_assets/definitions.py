@@ -22,10 +22,14 @@ from coder_assets.checks import (
     promotion_gate,
 )
 from coder_assets.executor import waterdeep_executor
-from coder_assets.jobs import dataset_job, repo_job, train_deploy_job
+from coder_assets.jobs import dataset_job, full_pipeline_job, repo_job, train_deploy_job
 from coder_assets.resources import build_executor_config, build_resources
 from coder_assets.schedules import weekly_refresh_schedule
-from coder_assets.sensors import gitea_change_sensor, run_failure_reporter
+from coder_assets.sensors import (
+    gitea_change_sensor,
+    run_failure_reporter,
+    train_on_new_dataset_sensor,
+)
 
 
 def build_definitions() -> dg.Definitions:
@@ -51,8 +55,8 @@ def build_definitions() -> dg.Definitions:
             *DATASET_CHECKS,
             promotion_gate,
         ],
-        jobs=[repo_job, dataset_job, train_deploy_job],
-        sensors=[gitea_change_sensor, run_failure_reporter],
+        jobs=[repo_job, dataset_job, train_deploy_job, full_pipeline_job],
+        sensors=[gitea_change_sensor, train_on_new_dataset_sensor, run_failure_reporter],
         schedules=[weekly_refresh_schedule],
         resources=build_resources(),
         # Every job, and every ad-hoc selection (the implicit asset job), runs through it: waterdeep

@@ -42,3 +42,20 @@ train_deploy_job = dg.define_asset_job(
     "code-lora-adapters and deploy it behind mlx_lm.server (smoke-tested, rolled back on "
     "failure). waterdeep_executor; one waterdeep run at a time.",
 )
+
+full_pipeline_job = dg.define_asset_job(
+    name="full_pipeline_job",
+    selection=[
+        base_model,
+        dataset_splits,
+        training_dataset,
+        lora_adapter,
+        eval_scores,
+        adapter_release,
+        deployed_adapter,
+    ],
+    tags={HOST_TAG: WATERDEEP},
+    description="Everything after the per-repo samples in one run: build, check and publish the "
+    "dataset (any host), then train, evaluate, release and deploy on waterdeep behind the "
+    "promotion gate. The repo partitions come from repo_job (sensor, schedule or backfill).",
+)

@@ -1,5 +1,6 @@
-"""gitea_change_sensor: keeps the `repos` partitions in step with the source and snapshots only
-the repositories whose default branch moved."""
+"""Sensors: gitea_change_sensor keeps the `repos` partitions in step with the source and snapshots
+only the repositories whose default branch moved; train_on_new_dataset_sensor trains on every new
+dataset version (when enabled); run_failure_reporter reports failed runs."""
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 import os
@@ -18,7 +19,7 @@ from coder_assets.core.changes import SensorCursor, plan_changes
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.notify import failure_report
 from coder_assets.core.repos import partition_key_for
-from coder_assets.jobs import repo_job
+from coder_assets.jobs import repo_job, train_deploy_job
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import RepoSourceResource
@@ -144,3 +145,47 @@ def run_failure_reporter(
     )
     context.log.error(f"{report.title}: {report.body}")
     failure_notifier.send(report)
+
+
+# Off unless CODER_ASSETS_AUTO_TRAIN=1 (the demo's `make dev` sets it): training occupies waterdeep
+# for hours in production, so a person turns it on deliberately (here or in the UI).
+AUTO_TRAIN = os.environ.get("CODER_ASSETS_AUTO_TRAIN", "") == "1"
+
+
+@dg.asset_sensor(
+    name="train_on_new_dataset_sensor",
+    asset_key=dg.AssetKey("training_dataset"),
+    job=train_deploy_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=(
+        dg.DefaultSensorStatus.RUNNING if AUTO_TRAIN else dg.DefaultSensorStatus.STOPPED
+    ),
+    description=(
+        "Requests train_deploy_job once for every new dataset version that training_dataset "
+        "publishes (run key: the version), unless an adapter was already trained on it. Runs by "
+        "default only with CODER_ASSETS_AUTO_TRAIN=1."
+    ),
+)
+def train_on_new_dataset_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
+    materialization = asset_event.asset_materialization
+    value = materialization.metadata.get("version") if materialization else None
+    version = str(value.value) if value is not None else ""
+    if not version:
+        return dg.SkipReason("The latest training_dataset materialization names no version.")
+    trained = context.instance.get_latest_materialization_event(dg.AssetKey("lora_adapter"))
+    trained_on = (
+        trained.asset_materialization.metadata.get("dataset_version")
+        if trained is not None and trained.asset_materialization is not None
+        else None
+    )
+    if trained_on is not None and str(trained_on.value) == version:
+        return dg.SkipReason(
+            f"Dataset version {version[:12]} already has an adapter (lora_adapter's latest "
+            "materialization was trained on it)."
+        )
+    return dg.RunRequest(
+        run_key=f"dataset-{version}",
+        tags={TRIGGER_TAG: f"new dataset version {version[:12]}"},
+    )

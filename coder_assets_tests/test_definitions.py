@@ -102,3 +102,19 @@ def test_a_bad_interval_setting_names_the_variable(monkeypatch, raw):
 
     with pytest.raises(ValueError, match="CODER_ASSETS_SENSOR_INTERVAL_SECONDS must be"):
         int_setting("CODER_ASSETS_SENSOR_INTERVAL_SECONDS", 60)
+
+
+def test_every_environment_setting_the_code_reads_is_in_the_readme_settings_table():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    names = set()
+    for path in (root / "coder_assets").rglob("*.py"):
+        names |= set(re.findall(r"\"((?:CODER_ASSETS|GITEA)_[A-Z0-9_]+)\"", path.read_text()))
+    readme = (root / "README.md").read_text()
+    documented = set()
+    for line in readme.splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split(" | ")[0]
+            documented |= set(re.findall(r"`([A-Z0-9_]+)`", first_cell))
+    assert sorted(names - documented) == []

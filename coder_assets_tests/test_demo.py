@@ -35,7 +35,7 @@ def test_demo_ends_with_the_adapter_released_and_served(full_demo):
     assert {"adapters.safetensors", "adapter_config.json", "manifest.json"} <= set(files)
     manifest = json.loads(run_git(["show", f"{tags[0]}:manifest.json"], cwd=remote))
     assert manifest["adapter_version"] == latest.name
-    assert set(manifest["source_commits"]) == {f"homelab~{n}" for n in SAMPLE_REPO_NAMES}
+    assert set(manifest["source_commits"]) == {f"homelab/{n}" for n in SAMPLE_REPO_NAMES}
     # The printed curl command talks to the running server.
     (curl,) = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("curl")]
     assert env["CODER_ASSETS_SERVER_PORT"] in curl

@@ -184,3 +184,56 @@ def test_unreadable_repo_is_reported_and_does_not_stop_the_others(instance, repo
 @pytest.mark.parametrize("interval", [60])
 def test_sensor_default_interval_is_a_minute(interval):
     assert gitea_change_sensor.minimum_interval_seconds == interval
+
+
+def _dataset_version(instance: dg.DagsterInstance, version: str) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("training_dataset", metadata={"version": version})
+    )
+
+
+def _train_tick(instance: dg.DagsterInstance, cursor: str | None = None):
+    from coder_assets.definitions import defs
+    from coder_assets.sensors import train_on_new_dataset_sensor
+
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        sensor_name=train_on_new_dataset_sensor.name,
+    )
+    return train_on_new_dataset_sensor.evaluate_tick(context)
+
+
+def test_train_sensor_requests_one_run_for_a_new_dataset_version_and_none_after(instance):
+    _dataset_version(instance, "a" * 64)
+
+    first = _train_tick(instance)
+
+    (request,) = first.run_requests
+    assert request.run_key == "dataset-" + "a" * 64
+    from coder_assets.sensors import train_on_new_dataset_sensor
+
+    assert train_on_new_dataset_sensor.job_name == "train_deploy_job"
+    # The cursor moved past that materialization: the next tick has nothing new.
+    second = _train_tick(instance, first.cursor)
+    assert not second.run_requests
+
+
+def test_train_sensor_skips_a_dataset_version_that_already_has_an_adapter(instance):
+    _dataset_version(instance, "b" * 64)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("lora_adapter", metadata={"dataset_version": "b" * 64})
+    )
+
+    result = _train_tick(instance)
+
+    assert not result.run_requests
+    assert "already has an adapter" in (result.skip_message or "")
+
+
+def test_train_sensor_is_off_unless_auto_train_is_set():
+    from coder_assets.sensors import train_on_new_dataset_sensor
+
+    # The test environment does not set CODER_ASSETS_AUTO_TRAIN.
+    assert train_on_new_dataset_sensor.default_status == dg.DefaultSensorStatus.STOPPED

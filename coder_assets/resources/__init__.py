@@ -203,13 +203,15 @@ def build_model_server(base_model: BaseModelResource) -> ModelServerResource:
     """The mlx_lm.server on waterdeep: the launchd service in production on macOS
     (CODER_ASSETS_SERVER_KIND=launchd), a managed process elsewhere and in the demo."""
     home = coder_assets_home()
+    label = os.environ.get("CODER_ASSETS_SERVER_LABEL") or "io.daviestechlabs.mlx-coder"
     return ModelServerResource(
         kind=os.environ.get("CODER_ASSETS_SERVER_KIND", "managed"),
         host=os.environ.get("CODER_ASSETS_SERVER_HOST", "127.0.0.1"),
         port=int(os.environ.get("CODER_ASSETS_SERVER_PORT", "8080")),
         model_path=base_model.path,
         adapter_link=str(Path(deploy_dir()) / LATEST_LINK),
-        launchd_label=os.environ.get("CODER_ASSETS_SERVER_LABEL") or "io.daviestechlabs.mlx-coder",
+        launchd_label=label,
+        launchd_plist=f"~/Library/LaunchAgents/{label}.plist",
         ready_timeout_seconds=_float_setting("CODER_ASSETS_SERVER_READY_TIMEOUT", 120.0),
         state_dir=str(home / "server"),
         python=os.environ.get("CODER_ASSETS_SERVER_PYTHON") or sys.executable,
