@@ -54,9 +54,16 @@ DEFAULT_FORWARD_ENV = (
     "CODER_ASSETS_*",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "AWS_REQUEST_CHECKSUM_CALCULATION",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION",
     "MLFLOW_TRACKING_*",
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
+    # adapter_release runs on waterdeep and pushes with the Gitea token (in a header).
+    "GITEA_TOKEN",
+    "GITEA_CA_BUNDLE",
+    # The production instance's Postgres (deploy/dagster.production.yaml) for the step worker.
+    "PG*",
 )
 _LOG_TAIL_CHARS = 2000
 _TERMINATE_GRACE_SECONDS = 30

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from coder_assets_tests.conftest import free_port
 
@@ -128,8 +128,12 @@ def test_asset_graph_shows_every_asset_and_every_one_is_materialized(ui, page):
         ]
     assert missing == [], "the demo left these assets unmaterialized"
     groups: dict[str, list[str]] = {}
+    unpartitioned: dict[str, int] = {}
     for spec in defs.resolve_all_asset_specs():
         groups.setdefault(spec.group_name, []).append(spec.key.to_user_string())
+        unpartitioned[spec.group_name] = unpartitioned.get(spec.group_name, 0) + (
+            spec.partitions_def is None
+        )
 
     _open(page, f"{url}/asset-groups")
     for group in groups:
@@ -140,6 +144,10 @@ def test_asset_graph_shows_every_asset_and_every_one_is_materialized(ui, page):
         _open(page, f"{url}/locations/coder_assets/asset-groups/{group}")
         for key in keys:
             page.get_by_text(key, exact=True).first.wait_for(state="visible")
+        # Every node's status loaded, and none is missing a materialization (the graph is green).
+        expect(page.get_by_text("Loading...")).to_have_count(0, timeout=90_000)
+        expect(page.get_by_text("Never materialized")).to_have_count(0)
+        expect(page.get_by_text("Materialized", exact=True)).to_have_count(unpartitioned[group])
         page.screenshot(path=str(ARTIFACTS / f"group-{group}.png"), full_page=True)
 
 
