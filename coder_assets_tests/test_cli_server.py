@@ -386,3 +386,28 @@ def test_cli_import_does_not_load_dagster_or_mlx() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_deploy_restart_on_launchd_reloads_a_changed_plist_once_and_kickstarts_otherwise(
+    setup: Setup, launchctl: FakeLaunchctl, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dagster as dg
+
+    from coder_assets.assets.deployment import _restart
+    from coder_assets.resources import build_base_model, build_model_server
+
+    assert run_cli(capsys, "install")[0] == 0  # no adapter yet: the plist has none
+    server = build_model_server(build_base_model())
+    setup.adapter_link.parent.mkdir(parents=True)
+    (setup.adapter_link.parent / "v1").mkdir()
+    setup.adapter_link.symlink_to("v1")
+    launchctl.calls.clear()
+
+    with dg.build_asset_context() as context:
+        _restart(server, context)  # the first deploy adds --adapter-path: reload, not kickstart
+        assert "--adapter-path" in server.plist_path().read_text()
+        assert "kickstart -k" not in launchctl.verbs()
+        assert "bootout" in launchctl.verbs()
+        launchctl.calls.clear()
+        _restart(server, context)  # plist unchanged: a kickstart serves the new latest
+    assert "kickstart -k" in launchctl.verbs() and "bootout" not in launchctl.verbs()

@@ -268,9 +268,8 @@ def _deploy(
     before = deploy.swap(version)
     context.log.info(f"latest -> {version} (was {before.latest or 'no adapter'}); restarting")
     try:
-        _ensure_service_definition(model_server, context)
         started = time.monotonic()
-        model_server.restart()
+        _restart(model_server, context)
         context.log.info(f"model server ready in {time.monotonic() - started:.1f} s")
         report = smoke_test(
             model_server.url(),
@@ -311,8 +310,7 @@ def _roll_back(
     deploy.restore(before, reason[:500])
     what = f"adapter {old}" if old else "the base model (no adapter was deployed before)"
     try:
-        _ensure_service_definition(model_server, context)
-        model_server.restart()
+        _restart(model_server, context)
         if old is not None:
             recorded = deploy.read_json(old, FINGERPRINT_FILE)
             expected = Fingerprint.from_dict(recorded) if recorded else None
@@ -344,12 +342,16 @@ def _roll_back(
     )
 
 
-def _ensure_service_definition(model_server: ModelServerResource, context) -> None:
-    """launchd: keep the agent's plist current (its --adapter-path appears after the first
-    deploy); a managed server is started with the current link anyway."""
-    ensure = getattr(model_server, "ensure_plist", None)
-    if model_server.kind == "launchd" and ensure is not None and ensure():
-        context.log.info(f"updated the launchd agent {model_server.launchd_plist}")
+def _restart(model_server: ModelServerResource, context) -> None:
+    """Restart the server so it loads what `latest` points at, and wait until it is ready. A
+    launchd agent's plist is rendered again first (its --adapter-path appears after the first
+    deploy); rewriting a loaded agent's plist reloads it, which is the restart."""
+    if model_server.kind == "launchd" and model_server.ensure_plist():
+        context.log.info(f"updated the launchd agent {model_server.plist_path()}")
+        if model_server.status().running:
+            model_server.wait_ready()
+            return
+    model_server.restart()
 
 
 def curl_command(url: str, question: str = CURL_QUESTION) -> str:
