@@ -131,13 +131,13 @@ class Site:
         )
         self.waterdeep = WaterdeepResource(**waterdeep_host(), lock_file=str(root / "lock"))
 
-    def deploy(self, version: str, *, keep: int = 5, source: Path | None = None):
+    def deploy(self, version: str, *, keep: int = 5, source: Path | None = None, fingerprint=True):
         source = source or self.sources[version]
         files = {name: sha256_file(source / name) for name in sorted(os.listdir(source))}
         with dg.build_asset_context() as context:
-            return self._deploy(context, version, keep, source, files)
+            return self._deploy(context, version, keep, source, files, fingerprint)
 
-    def _deploy(self, context, version: str, keep: int, source: Path, files: dict[str, str]):
+    def _deploy(self, context, version, keep, source, files, fingerprint):
         return deployed_adapter(
             context=context,
             config=DeployedAdapterConfig(smoke_timeout_seconds=60),
@@ -148,7 +148,9 @@ class Site:
                 "files": files,
                 "manifest": {"adapter_version": version},
             },
-            eval_scores={"fingerprint": self.fingerprints[version].to_dict()},
+            eval_scores={"fingerprint": self.fingerprints[version].to_dict()}
+            if fingerprint
+            else {},
             waterdeep=self.waterdeep,
             model_server=self.server,
             adapter_deployment=AdapterDeploymentResource(
@@ -330,3 +332,13 @@ def test_the_curl_command_talks_to_the_server(v1_deployed: Site):
     answer = json.loads(proc.stdout)
     assert answer["choices"][0]["message"]["role"] == "assistant"
     requests.get(f"{v1_deployed.server.url()}/v1/models", timeout=5).raise_for_status()
+
+
+def test_an_adapter_without_a_fingerprint_is_not_deployed(v1_deployed: Site):
+    site = v1_deployed
+    pid = site.server.status().pid
+
+    message = _failed_deploy(site, "v3", fingerprint=False)
+
+    assert "no fingerprint" in message and "rematerialize eval_scores" in message
+    assert site.links().latest == "v1" and site.server.status().pid == pid

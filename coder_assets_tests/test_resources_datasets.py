@@ -612,3 +612,50 @@ def test_s3_store_works_as_a_nested_dagster_resource_with_secret_from_env(
     metadata = result.asset_materializations_for_node("published_dataset")[0].metadata
     assert metadata["uri"].value == f"s3://{bucket}/{PREFIX}/{version}/"
     assert metadata["sent"].value == len(FILE_NAMES) + 1
+
+
+def test_asset_values_cross_hosts_through_the_bucket(s3_server, bucket):
+    from coder_assets.resources.datasets import S3JsonIOManager
+
+    manager = S3JsonIOManager(s3=s3_settings(s3_server.endpoint_url), bucket=bucket)
+
+    @dg.asset(io_manager_key="json_io_manager")
+    def upstream_descriptor() -> dict:
+        return {"version": "abc", "path": "/Users/coder/.coder-assets/adapters/x"}
+
+    @dg.asset(io_manager_key="json_io_manager")
+    def downstream_descriptor(upstream_descriptor: dict) -> dict:
+        return {"seen": upstream_descriptor["version"]}
+
+    result = dg.materialize(
+        [upstream_descriptor, downstream_descriptor], resources={"json_io_manager": manager}
+    )
+
+    assert result.success
+    stored = admin_client(s3_server.endpoint_url).get_object(
+        Bucket=bucket, Key="dagster-values/downstream_descriptor/__unpartitioned__.json"
+    )
+    assert json.loads(stored["Body"].read()) == {"seen": "abc"}
+
+
+def test_a_missing_asset_value_in_the_bucket_says_to_materialize_it(s3_server, bucket):
+    from coder_assets.resources.datasets import S3JsonIOManager
+
+    manager = S3JsonIOManager(s3=s3_settings(s3_server.endpoint_url), bucket=bucket)
+    with pytest.raises(dg.Failure, match="materialize it first"):
+        with dg.build_input_context(
+            asset_key=dg.AssetKey("never_materialized"), resources={}
+        ) as context:
+            manager.load_input(context)
+
+
+def test_the_bucket_setting_moves_asset_values_into_the_bucket(monkeypatch):
+    from coder_assets.resources import build_resources
+    from coder_assets.resources.datasets import S3JsonIOManager
+    from coder_assets.resources.storage import JsonIOManager
+
+    monkeypatch.delenv("CODER_ASSETS_S3_BUCKET", raising=False)
+    assert isinstance(build_resources()["json_io_manager"], JsonIOManager)
+    monkeypatch.setenv("CODER_ASSETS_S3_BUCKET", "homelab-datasets")
+    manager = build_resources()["json_io_manager"]
+    assert isinstance(manager, S3JsonIOManager) and manager.bucket == "homelab-datasets"

@@ -195,13 +195,20 @@ def deployed_adapter(
         if eval_scores.get("fingerprint")
         else None
     )
+    if fingerprint is None:
+        raise dg.Failure(
+            description=f"eval_scores has no fingerprint for adapter {version} (it was "
+            "materialized before fingerprints existed), so serving it could not be proven: "
+            "rematerialize eval_scores, then deployed_adapter. Nothing was changed."
+        )
     with reported_as_failure():
         waterdeep.require("deploy an adapter")
         with waterdeep.lock("deploying deployed_adapter", context.run_id):
             deploy = adapter_deployment.directory()
-            documents = {MANIFEST_FILE: adapter_release["manifest"]}
-            if fingerprint is not None:
-                documents[FINGERPRINT_FILE] = fingerprint.to_dict()
+            documents = {
+                MANIFEST_FILE: adapter_release["manifest"],
+                FINGERPRINT_FILE: fingerprint.to_dict(),
+            }
             installed = deploy.install(
                 Path(lora_adapter["path"]),
                 version,

@@ -201,6 +201,8 @@ def _latest_deploy() -> dict[str, object] | None:
     from coder_assets.definitions import build_definitions
 
     storage = build_definitions().resources["json_io_manager"]
+    if not hasattr(storage, "base_path"):
+        return None  # values in a bucket: the demo runs on the embedded default
     path = Path(storage.base_path).expanduser() / "deployed_adapter" / "__unpartitioned__.json"
     if not path.is_file():
         return None

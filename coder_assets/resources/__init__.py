@@ -20,6 +20,7 @@ from coder_assets.resources.datasets import (
     LocalDatasetStoreResource,
     S3CompatibleResource,
     S3DatasetStoreResource,
+    S3JsonIOManager,
 )
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.gitea import GiteaResource
@@ -74,13 +75,11 @@ def build_base_model() -> BaseModelResource:
     )
 
 
-def build_dataset_store() -> DatasetStoreResource:
-    """The S3-compatible bucket named by CODER_ASSETS_S3_BUCKET (RustFS/MinIO at
-    CODER_ASSETS_S3_ENDPOINT_URL), or a local folder laid out like the bucket."""
-    bucket = os.environ.get("CODER_ASSETS_S3_BUCKET", "").strip()
-    if not bucket:
-        root = os.environ.get("CODER_ASSETS_BUCKET_DIR") or str(coder_assets_home() / "bucket")
-        return LocalDatasetStoreResource(root=root)
+def build_s3() -> S3CompatibleResource | None:
+    """The S3-compatible server of the bucket named by CODER_ASSETS_S3_BUCKET (RustFS/MinIO at
+    CODER_ASSETS_S3_ENDPOINT_URL), or None without a bucket (the embedded default)."""
+    if not os.environ.get("CODER_ASSETS_S3_BUCKET", "").strip():
+        return None
     credentials: dict[str, Any] = {}
     # Credentials only from the environment, through EnvVar so they never land in run config;
     # without them boto3's own chain (profile, instance role) applies.
@@ -90,12 +89,30 @@ def build_dataset_store() -> DatasetStoreResource:
     ):
         if os.environ.get(name):
             credentials[field] = dg.EnvVar(name)
-    s3 = S3CompatibleResource(
+    return S3CompatibleResource(
         endpoint_url=os.environ.get("CODER_ASSETS_S3_ENDPOINT_URL") or None,
         region_name=os.environ.get("CODER_ASSETS_S3_REGION", "us-east-1"),
         **credentials,
     )
-    return S3DatasetStoreResource(bucket=bucket, s3=s3)
+
+
+def build_dataset_store() -> DatasetStoreResource:
+    """The S3-compatible bucket named by CODER_ASSETS_S3_BUCKET, or a local folder laid out like
+    the bucket."""
+    s3 = build_s3()
+    if s3 is None:
+        root = os.environ.get("CODER_ASSETS_BUCKET_DIR") or str(coder_assets_home() / "bucket")
+        return LocalDatasetStoreResource(root=root)
+    return S3DatasetStoreResource(bucket=os.environ["CODER_ASSETS_S3_BUCKET"].strip(), s3=s3)
+
+
+def build_json_io_manager(storage: str) -> dg.ConfigurableIOManager:
+    """Asset values that cross between the cluster and waterdeep: in the bucket when there is one
+    (no shared folder needed), else under the local storage folder."""
+    s3 = build_s3()
+    if s3 is None:
+        return JsonIOManager(base_path=storage)
+    return S3JsonIOManager(s3=s3, bucket=os.environ["CODER_ASSETS_S3_BUCKET"].strip())
 
 
 def build_mlflow_tracking() -> MlflowTrackingResource:
@@ -228,7 +245,7 @@ def build_resources() -> dict[str, Any]:
         "repo_source": build_repo_source(),
         "repo_mirrors": RepoMirrorsResource(path=mirrors),
         "parquet_io_manager": ParquetIOManager(base_path=storage),
-        "json_io_manager": JsonIOManager(base_path=storage),
+        "json_io_manager": build_json_io_manager(storage),
         "workspace": WorkspaceResource(path=os.environ.get("CODER_ASSETS_WORK_DIR") or str(home)),
         "mlx_base_model": base_model,
         "waterdeep": WaterdeepResource(

@@ -650,3 +650,44 @@ class S3DatasetStoreResource(DatasetStoreResource):
             raise self._failure(exc, "download", self._location(version, name)) from exc
         finally:
             body.close()
+
+
+class S3JsonIOManager(dg.ConfigurableIOManager):
+    """Stores small dict values (dataset, adapter, eval and release descriptors) as JSON objects
+    `s3://<bucket>/<prefix>/<asset key>/<partition>.json`, so a step on waterdeep reads what a step
+    on the cluster wrote without a shared folder. Each value is one PUT: whole or absent."""
+
+    s3: S3CompatibleResource
+    bucket: str = Field(description="Bucket of the asset values (the dataset bucket).")
+    prefix: str = Field(default="dagster-values", description="Key prefix of the asset values.")
+
+    def _key(self, asset_key: dg.AssetKey, partition: str | None) -> str:
+        return "/".join([self.prefix, *asset_key.path, f"{partition or '__unpartitioned__'}.json"])
+
+    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        if not isinstance(obj, dict):
+            raise TypeError(
+                f"S3JsonIOManager stores dicts; {context.asset_key.to_user_string()} returned "
+                f"{type(obj).__name__}"
+            )
+        partition = context.partition_key if context.has_partition_key else None
+        body = json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
+        self.s3.get_client().put_object(
+            Bucket=self.bucket,
+            Key=self._key(context.asset_key, partition),
+            Body=body,
+            ContentType="application/json",
+        )
+
+    def load_input(self, context: dg.InputContext) -> dict:
+        partition = context.partition_key if context.has_partition_key else None
+        key = self._key(context.asset_key, partition)
+        client = self.s3.get_client()
+        try:
+            response = client.get_object(Bucket=self.bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            raise dg.Failure(
+                description=f"{context.asset_key.to_user_string()} has no stored value at "
+                f"s3://{self.bucket}/{key}: materialize it first"
+            ) from None
+        return json.loads(response["Body"].read().decode("utf-8"))
