@@ -45,7 +45,16 @@ def run(payload: dict) -> None:
     if pid_file:
         _write_pid(Path(pid_file).expanduser())
     sys.stdout.flush()
+    default_termination_signals()
     os.execvpe(argv[0], argv, env)
+
+
+def default_termination_signals() -> None:
+    """Let SIGTERM, SIGINT and SIGHUP end this process again. An ignored signal stays ignored
+    across exec, and a process started from a background shell or a supervisor that ignores
+    SIGTERM would otherwise survive `terminate_step` until the SIGKILL after the grace period."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _alive(pid: int) -> bool:

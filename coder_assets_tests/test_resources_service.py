@@ -359,3 +359,38 @@ def test_start_names_a_missing_interpreter(dev_model: Path, tmp_path: Path) -> N
     with pytest.raises(ModelServerError, match="set the model server's `python`"):
         resource.start()
     assert not resource.pid_file().exists()
+
+
+def test_stop_ends_a_server_started_by_a_process_that_ignores_sigterm(
+    server: ModelServerResource,
+):
+    import signal
+
+    # A background shell or a supervisor can start us with SIGTERM ignored; the server must not
+    # inherit that, or stop() only ends it with SIGKILL after the whole grace period.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        server.start()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    server.wait_ready()
+    started = time.monotonic()
+    server.stop(timeout=20)
+    assert time.monotonic() - started < 10
+    assert not server.status().running
+
+
+def test_the_step_worker_makes_sigterm_end_its_step_again():
+    import signal
+
+    script = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "from coder_assets.step_worker import default_termination_signals\n"
+        "default_termination_signals()\n"
+        "os.execvp('sleep', ['sleep', '30'])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == -signal.SIGTERM

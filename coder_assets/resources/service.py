@@ -45,6 +45,7 @@ from coder_assets.core.launchd import (
     plist_differs,
     render_plist,
 )
+from coder_assets.step_worker import default_termination_signals
 
 PID_FILE = "mlx-server.pid"
 LOG_FILE = "mlx-server.log"
@@ -337,6 +338,9 @@ class ModelServerResource(dg.ConfigurableResource):
                     env=self.server_env(),
                     cwd=state,
                     start_new_session=True,
+                    # stop() ends it with SIGTERM, which must not stay ignored if this process
+                    # was started with it ignored (a background shell, some supervisors).
+                    preexec_fn=default_termination_signals,
                 )
             except OSError as exc:
                 raise ModelServerError(
