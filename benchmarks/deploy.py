@@ -13,7 +13,6 @@ carry over are the overheads around it.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from coder_assets.assets.deployment import DeployedAdapterConfig, deployed_adapter  # noqa: E402
 from coder_assets.core.deploy import sha256_file  # noqa: E402
-from coder_assets.core.dev_model import build_dev_model  # noqa: E402
+from coder_assets.core.dev_model import build_dev_model, random_lora_adapter  # noqa: E402
 from coder_assets.core.generation import InProcessGenerator  # noqa: E402
 from coder_assets.core.release import ReleaseTarget, release_adapter  # noqa: E402
 from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs  # noqa: E402
@@ -44,29 +43,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def random_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load
-
-    model, _ = load(str(model_dir))
-    model.freeze()
-    layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
-    parameters = {"rank": 8, "scale": 2.0, "dropout": 0.0}
-    linear_to_lora_layers(model, layers, parameters)
-    mx.random.seed(seed)
-    weights = {
-        name: mx.random.normal(value.shape) * 0.5 if name.endswith("lora_b") else value
-        for name, value in tree_flatten(model.trainable_parameters())
-    }
-    out.mkdir(parents=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
-    config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": parameters}
-    (out / "adapter_config.json").write_text(json.dumps(config))
-    return out
 
 
 def timed(action, *args) -> float:
@@ -131,7 +107,7 @@ def main() -> None:
         try:
             for repeat in range(args.repeats):
                 for lfs in ("always", "never"):
-                    source = random_adapter(model, root / f"a-{lfs}-{repeat}", repeat)
+                    source = random_lora_adapter(model, root / f"a-{lfs}-{repeat}", seed=repeat)
                     manifest = {"adapter_version": f"v{repeat}-{lfs}"}
                     target = ReleaseTarget(
                         remote=str(root / f"releases-{lfs}.git"), lfs=lfs, create_local_remote=True
@@ -159,7 +135,7 @@ def main() -> None:
                 (garbled / "adapter_config.json").write_bytes(
                     (source / "adapter_config.json").read_bytes()
                 )
-                other = random_adapter(model, root / f"other-{repeat}", 100 + repeat)
+                other = random_lora_adapter(model, root / f"other-{repeat}", seed=100 + repeat)
                 (garbled / "adapters.safetensors").write_bytes(
                     (other / "adapters.safetensors").read_bytes()
                 )

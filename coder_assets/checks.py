@@ -14,7 +14,6 @@ from coder_assets.core import dataset_checks
 from coder_assets.core.dataset import UNITS_FILE, read_manifest, read_table
 from coder_assets.core.decontam import Decontaminator, load_humaneval
 from coder_assets.core.dedup import DedupConfig
-from coder_assets.core.evaluation import promotion_decision
 from coder_assets.core.prepare import count_secret_findings
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.mlx import BaseModelResource
@@ -187,13 +186,7 @@ DATASET_CHECKS = [
 def promotion_gate(
     eval_scores: dict, promotion_policy: PromotionPolicyResource
 ) -> dg.AssetCheckResult:
-    decision = promotion_decision(
-        eval_scores["base"],
-        eval_scores["adapter"],
-        eval_scores.get("deployed"),
-        humaneval_margin=promotion_policy.humaneval_margin,
-        fim_must_improve=promotion_policy.fim_must_improve,
-    )
+    decision = promotion_policy.decide(eval_scores)
     verdict = "promote" if decision.passed else "reject"
     return dg.AssetCheckResult(
         passed=decision.passed,

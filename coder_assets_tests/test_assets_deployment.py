@@ -19,7 +19,7 @@ import requests
 
 from coder_assets.assets.deployment import DeployedAdapterConfig, curl_command, deployed_adapter
 from coder_assets.core.deploy import DeployDir, Links, sha256_file
-from coder_assets.core.dev_model import DevModelConfig, build_dev_model
+from coder_assets.core.dev_model import DevModelConfig, build_dev_model, random_lora_adapter
 from coder_assets.core.fim import format_fim
 from coder_assets.core.generation import InProcessGenerator
 from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs
@@ -45,30 +45,6 @@ case "$*" in
   *) exec "{python}" "$@" ;;
 esac
 """
-
-
-def _adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter of the dev model with random (non-zero) weights, in mlx-lm's format."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load
-
-    model, _ = load(str(model_dir))
-    model.freeze()
-    layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
-    parameters = {"rank": 4, "scale": 2.0, "dropout": 0.0}
-    linear_to_lora_layers(model, layers, parameters)
-    mx.random.seed(seed)
-    weights = {
-        name: mx.random.normal(value.shape) * 0.5 if name.endswith("lora_b") else value
-        for name, value in tree_flatten(model.trainable_parameters())
-    }
-    out.mkdir(parents=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
-    config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": parameters}
-    (out / "adapter_config.json").write_text(json.dumps(config))
-    return out
 
 
 def _prompts(generator: InProcessGenerator) -> list[FingerprintPrompt]:
@@ -98,11 +74,11 @@ class Site:
         self.model = build_dev_model(root / "model", CORPUS)
         other = build_dev_model(root / "other-model", CORPUS, DevModelConfig(hidden_size=32))
         self.sources = {
-            "v1": _adapter(self.model, root / "adapters" / "v1", 1),
-            "v2": _adapter(self.model, root / "adapters" / "v2", 2),
-            "v3": _adapter(self.model, root / "adapters" / "v3", 3),
-            "v-hang": _adapter(self.model, root / "adapters" / "v-hang", 4),
-            "v-shape": _adapter(other, root / "adapters" / "v-shape", 5),
+            "v1": random_lora_adapter(self.model, root / "adapters" / "v1", seed=1),
+            "v2": random_lora_adapter(self.model, root / "adapters" / "v2", seed=2),
+            "v3": random_lora_adapter(self.model, root / "adapters" / "v3", seed=3),
+            "v-hang": random_lora_adapter(self.model, root / "adapters" / "v-hang", seed=4),
+            "v-shape": random_lora_adapter(other, root / "adapters" / "v-shape", seed=5),
         }
         base = InProcessGenerator(self.model)
         self.prompts = _prompts(base)

@@ -22,7 +22,7 @@ from coder_assets.core.deploy import (
     Links,
 )
 from coder_assets.core.errors import CoderAssetsError
-from coder_assets.core.evaluation import promotion_decision
+from coder_assets.core.evaluation import SUMMARY_METRICS
 from coder_assets.core.smoke import Fingerprint, SmokeReport, smoke_test
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
@@ -32,16 +32,6 @@ from coder_assets.resources.service import ModelServerResource
 from coder_assets.resources.storage import WorkspaceResource
 from coder_assets.resources.waterdeep import WaterdeepResource
 
-# The headline numbers of each model that travel with a release.
-RELEASED_SCORES = (
-    "humaneval_pass_at_1",
-    "fim_exact_match",
-    "fim_edit_similarity",
-    "fim_identifier_f1",
-    "chat_edit_similarity",
-    "test_loss",
-    "test_perplexity",
-)
 CURL_QUESTION = "Write a Python function that checks whether a number is prime."
 
 
@@ -52,7 +42,7 @@ def release_manifest(
     scores = {
         label: {
             name: eval_scores[label][name]
-            for name in RELEASED_SCORES
+            for name in SUMMARY_METRICS
             if isinstance(eval_scores.get(label), dict) and name in eval_scores[label]
         }
         for label in ("base", "adapter", "deployed")
@@ -95,13 +85,7 @@ def adapter_release(
     MLflow run, source commits) in one commit with one annotated tag per version; weights as git
     LFS objects when the remote supports LFS. Re-running for a released version changes nothing.
     Runs on waterdeep, where the adapter files are."""
-    decision = promotion_decision(
-        eval_scores["base"],
-        eval_scores["adapter"],
-        eval_scores.get("deployed"),
-        humaneval_margin=promotion_policy.humaneval_margin,
-        fim_must_improve=promotion_policy.fim_must_improve,
-    )
+    decision = promotion_policy.decide(eval_scores)
     if not decision.passed:
         raise dg.Failure(
             description=f"adapter {eval_scores['adapter_version']} did not pass the promotion "

@@ -329,3 +329,32 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def random_lora_adapter(
+    model_dir: Path, out_dir: Path, *, seed: int, rank: int = 4, scale: float = 0.5
+) -> Path:
+    """A LoRA adapter for every layer of the model in `model_dir`, in mlx-lm's format, with random
+    (non-zero) `lora_b` weights: it changes the model's output without any training. For tests and
+    benchmarks of serving and deploying adapters. Returns `out_dir`."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load
+
+    model, _ = load(str(model_dir))
+    model.freeze()
+    layers = json.loads((Path(model_dir) / "config.json").read_text("utf-8"))["num_hidden_layers"]
+    parameters = {"rank": rank, "scale": 2.0, "dropout": 0.0}
+    linear_to_lora_layers(model, layers, parameters)
+    mx.random.seed(seed)
+    weights = {
+        name: mx.random.normal(value.shape) * scale if name.endswith("lora_b") else value
+        for name, value in tree_flatten(model.trainable_parameters())
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True)
+    mx.save_safetensors(str(out_dir / "adapters.safetensors"), weights)
+    config = {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": parameters}
+    (out_dir / "adapter_config.json").write_text(json.dumps(config), "utf-8")
+    return out_dir
