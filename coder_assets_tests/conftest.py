@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,14 @@ from coder_assets_tests.s3_server import s3_server  # noqa: F401
 from coder_assets_tests.sshd_server import sshd  # noqa: F401
 
 # mlx-lm goes through huggingface_hub and transformers: nothing may be fetched from a hub in tests.
+# A suite started from a background shell or a supervisor can inherit SIGTERM/SIGINT/SIGHUP as
+# ignored, and every server and job the tests start would inherit that too: stopping them would
+# then wait for the SIGKILL after each grace period. The tests run as if started from a terminal;
+# the product's own handling of an ignored SIGTERM has tests of its own.
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Set before any test module imports mlx_lm, which reads these at import time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
