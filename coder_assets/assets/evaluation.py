@@ -119,8 +119,9 @@ def eval_scores(
             adapter_dir = Path(lora_adapter["path"])
             results_dir = adapter_dir / EVAL_DIR
             deployed_dir = _deployed_adapter(model_server)
-            if deployed_dir == adapter_dir:
-                deployed_dir = None  # re-evaluating the deployed version: compare with the base
+            if deployed_dir is not None and deployed_dir.name == lora_adapter["version"]:
+                # Re-evaluating the deployed version (its installed copy): compare with the base.
+                deployed_dir = None
             models = [("base", None), ("adapter", adapter_dir)]
             if deployed_dir is not None:
                 models.append(("deployed", deployed_dir))

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from coder_assets.constants import COMMIT_SHA_TAG, REPO_PARTITIONS_NAME, TRIGGER_TAG
+from coder_assets.constants import (
+    COMMIT_SHA_TAG,
+    REPO_PARTITIONS_NAME,
+    TRIGGER_TAG,
+    coder_assets_home,
+)
 from coder_assets.demo.sample_repos import create_sample_repos
 
 # The demo prints its own summary; Dagster's console logger only reports problems.
@@ -304,7 +310,9 @@ def main(until: str = "training") -> int:
             "",
             f"The fine-tuned dev model is served at {deployed['url']}; talk to it:",
             f"  {deployed['curl']}",
-            "  (coder-assets server status | stop | restart manages that server)",
+            "Status, stop and restart of that server:",
+            f"  CODER_ASSETS_HOME={coder_assets_home()} "
+            f"{Path(sys.executable).with_name('coder-assets')} server status|stop|restart",
         ]
     lines += [
         "",
