@@ -130,8 +130,10 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
         print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
         return 0
     if action == "stop":
+        before = server.status()
         server.stop()
-        print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
+        what = f"stopped (was {before.detail})" if before.running else "was not running"
+        print(f"{server.kind} model server at {server.url()}: {what}")
         return 0
     if action == "restart":
         server.restart()  # waits until the model is served

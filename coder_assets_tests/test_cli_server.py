@@ -279,7 +279,7 @@ def test_install_refuses_a_model_directory_without_config(
         ("status", True, ["print"], "running"),
         ("status", False, ["print"], "is not loaded"),
         ("start", False, ["print", "bootstrap", "kickstart", "print", "print"], "running"),
-        ("stop", True, ["print", "bootout", "print"], "is not loaded"),
+        ("stop", True, ["print", "print", "bootout"], "stopped (was gui/"),
         ("restart", True, ["print", "kickstart -k", "print", "print"], "running"),
     ],
 )
