@@ -36,7 +36,7 @@ CORPUS = [
     f"    return result\n"
     for i in range(12)
 ] * 10
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 10.0
 # The managed server's interpreter: Python itself, except that a server started for an adapter
 # whose folder name contains "hang" sleeps instead of serving (it never becomes ready).
 WRAPPER = """#!/bin/sh

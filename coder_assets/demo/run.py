@@ -75,7 +75,7 @@ def demo_train_deploy_job() -> dg.JobDefinition:
 DEMO_TRAINING_CONFIG = {
     "rank": 8,
     "num_layers": 4,
-    "iters": 30,
+    "iters": 20,
     "learning_rate": 1e-3,
     "steps_per_report": 5,
     "steps_per_eval": 10,
