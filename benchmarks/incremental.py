@@ -1,7 +1,7 @@
 """How much work a push costs: a full materialization of N repositories (repo_job: snapshots,
-instruction pairs, FIM samples and their checks), a re-run with no change, and a re-run after one
-commit in one repository, each driven the way production drives it (gitea_change_sensor ticks,
-then the runs it requests).
+instruction pairs, FIM samples and their checks, MinHash signatures), a re-run with no change,
+and a re-run after one commit in one repository, each driven the way production drives it
+(gitea_change_sensor ticks, then the runs it requests).
 
     .venv/bin/python benchmarks/incremental.py [--repos 20] [--files 40]
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from coder_assets.assets.dataset import sample_signatures
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
@@ -55,7 +56,7 @@ class Driver:
         self.source = LocalReposResource(root=str(repos), owner="homelab")
         self.cursor: str | None = None
         self.job = dg.Definitions(
-            assets=[repo_snapshots, instruction_pairs, fim_samples],
+            assets=[repo_snapshots, instruction_pairs, fim_samples, sample_signatures],
             asset_checks=[instruction_pairs_free_of_secrets, fim_samples_free_of_secrets],
             jobs=[repo_job],
             resources={
