@@ -118,3 +118,20 @@ def test_every_environment_setting_the_code_reads_is_in_the_readme_settings_tabl
             first_cell = line.split(" | ")[0]
             documented |= set(re.findall(r"`([A-Z0-9_]+)`", first_cell))
     assert sorted(names - documented) == []
+
+
+def test_the_benchmarks_load_and_build_what_they_run(tmp_path):
+    """The README's figures come from these scripts; they must keep up with the graph."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    modules = {}
+    for path in sorted(root.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules[path.stem] = module
+    assert {"incremental", "deploy", "dedup", "generation", "train_overhead"} <= set(modules)
+    with dg.instance_for_test() as instance:
+        driver = modules["incremental"].Driver(instance, tmp_path / "repos", tmp_path / "home")
+        assert driver.job.name == "repo_job"
