@@ -636,6 +636,8 @@ def test_asset_values_cross_hosts_through_the_bucket(s3_server, bucket):
         Bucket=bucket, Key="dagster-values/downstream_descriptor/__unpartitioned__.json"
     )
     assert json.loads(stored["Body"].read()) == {"seen": "abc"}
+    assert manager.stored(dg.AssetKey("downstream_descriptor")) == {"seen": "abc"}
+    assert manager.stored(dg.AssetKey("never_stored")) is None
 
 
 def test_a_missing_asset_value_in_the_bucket_says_to_materialize_it(s3_server, bucket):

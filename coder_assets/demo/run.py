@@ -3,7 +3,6 @@ the Dagster instance in DAGSTER_HOME, so `make dev` shows the runs."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -207,12 +206,7 @@ def _latest_deploy() -> dict[str, object] | None:
     from coder_assets.definitions import build_definitions
 
     storage = build_definitions().resources["json_io_manager"]
-    if not hasattr(storage, "base_path"):
-        return None  # values in a bucket: the demo runs on the embedded default
-    path = Path(storage.base_path).expanduser() / "deployed_adapter" / "__unpartitioned__.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text("utf-8"))
+    return storage.stored(dg.AssetKey("deployed_adapter"))
 
 
 def _step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:

@@ -679,6 +679,15 @@ class S3JsonIOManager(dg.ConfigurableIOManager):
             ContentType="application/json",
         )
 
+    def stored(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict | None:
+        """The last stored value of an asset (partition), or None."""
+        client = self.s3.get_client()
+        try:
+            response = client.get_object(Bucket=self.bucket, Key=self._key(asset_key, partition))
+        except client.exceptions.NoSuchKey:
+            return None
+        return json.loads(response["Body"].read().decode("utf-8"))
+
     def load_input(self, context: dg.InputContext) -> dict:
         partition = context.partition_key if context.has_partition_key else None
         key = self._key(context.asset_key, partition)

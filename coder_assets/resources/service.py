@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import requests
 from pydantic import Field
 
 from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.files import write_json_atomic
 from coder_assets.core.launchd import (
     DEFAULT_LOG_PATH,
     DEFAULT_THROTTLE_SECONDS,
@@ -348,7 +348,7 @@ class ModelServerResource(dg.ConfigurableResource):
                     "model server's `python` to a Python with mlx-lm installed"
                 ) from exc
         _CHILDREN[proc.pid] = proc
-        _write_json_atomic(
+        write_json_atomic(
             self.pid_file(),
             {"pid": proc.pid, "command": command, "url": self.url(), "started_at": started_at},
         )
@@ -605,18 +605,6 @@ def _launchctl_fields(text: str) -> dict[str, str]:
             key, _, value = line.strip().partition(" = ")
             fields.setdefault(key, value)
     return fields
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _alive(pid: int) -> bool:

@@ -139,6 +139,11 @@ class JsonIOManager(dg.ConfigurableIOManager):
         path = self._path(context.asset_key, partition)
         write_json_atomic(path, obj)
 
+    def stored(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict | None:
+        """The last stored value of an asset (partition), or None."""
+        path = self._path(asset_key, partition)
+        return json.loads(path.read_text("utf-8")) if path.is_file() else None
+
     def load_input(self, context: dg.InputContext) -> dict:
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
