@@ -11,18 +11,23 @@ from coder_assets.assets.dataset import dataset_splits
 from coder_assets.assets.evaluation import eval_scores
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.core import dataset_checks
-from coder_assets.core.dataset import UNITS_FILE, read_manifest, read_table
+from coder_assets.core.dataset import (
+    PROVENANCE_FILE,
+    SPLIT_FILES,
+    UNITS_FILE,
+    read_manifest,
+    read_table,
+)
 from coder_assets.core.decontam import Decontaminator, load_humaneval
-from coder_assets.core.dedup import DedupConfig
+from coder_assets.core.fim import fim_documents
 from coder_assets.core.prepare import count_secret_findings
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.mlx import BaseModelResource
 from coder_assets.resources.policy import PromotionPolicyResource
 
 
-def _no_secrets(frame: pd.DataFrame, columns: Iterable[str]) -> dg.AssetCheckResult:
-    texts = (text for column in columns for text in frame[column].tolist())
-    findings = count_secret_findings(texts)
+def _no_secrets(pieces: Iterable[tuple[str, str]]) -> dg.AssetCheckResult:
+    findings = count_secret_findings(pieces)
     total = int(sum(findings.values()))
     return dg.AssetCheckResult(
         passed=total == 0,
@@ -44,17 +49,26 @@ def _no_secrets(frame: pd.DataFrame, columns: Iterable[str]) -> dg.AssetCheckRes
     description="Re-scans every instruction, input and output for secrets; passes at zero.",
 )
 def instruction_pairs_free_of_secrets(instruction_pairs: pd.DataFrame) -> dg.AssetCheckResult:
-    return _no_secrets(instruction_pairs, ("instruction", "input", "output"))
+    return _no_secrets(
+        (path, text)
+        for row in instruction_pairs.itertuples()
+        for path, text in (("", row.instruction), (row.path, row.input), (row.path, row.output))
+    )
 
 
 @dg.asset_check(
     asset=fim_samples,
     blocking=True,
     partitions_def=repo_partitions,
-    description="Re-scans every FIM sample for secrets; passes at zero.",
+    description="Re-scans every FIM sample for secrets, its files read in file order (the middle "
+    "back between prefix and suffix); passes at zero.",
 )
 def fim_samples_free_of_secrets(fim_samples: pd.DataFrame) -> dg.AssetCheckResult:
-    return _no_secrets(fim_samples, ("text",))
+    return _no_secrets(
+        (path or row.path, text)
+        for row in fim_samples.itertuples()
+        for path, text in fim_documents(row.text)
+    )
 
 
 def _dataset_check(problems: list[str], ok: str, failed: str) -> dg.AssetCheckResult:
@@ -122,16 +136,16 @@ def dataset_within_token_limit(
 @dg.asset_check(
     asset=dataset_splits,
     blocking=True,
-    description="No exact or near duplicate (Jaccard >= threshold) across train, valid and test, "
-    "re-checked with an independent MinHash draw.",
+    description="No two records of different split files are exact or near duplicates (exact "
+    "Jaccard >= 0.7 of their own 5-token shingles), computed from the JSONL lines alone.",
 )
 def dataset_splits_share_no_duplicates(dataset_splits: dict) -> dg.AssetCheckResult:
     directory = _dataset_dir(dataset_splits)
-    config = read_manifest(directory)["config"]["dedup"]
-    units = read_table(directory / UNITS_FILE)
+    lines = sum(dataset_splits["lines"].values())
     return _dataset_check(
-        dataset_checks.cross_split_duplicates(units, DedupConfig(**config)),
-        f"No duplicate across splits among {len(units)} kept units.",
+        dataset_checks.cross_split_duplicates(directory),
+        f"No duplicate across splits among {lines} records (exact Jaccard of every "
+        f"cross-split pair at or above {dataset_checks.DUPLICATE_JACCARD}).",
         "Duplicates across splits leak test data into training.",
     )
 
@@ -155,11 +169,17 @@ def dataset_free_of_benchmark_contamination(dataset_splits: dict) -> dg.AssetChe
 @dg.asset_check(
     asset=dataset_splits,
     blocking=True,
-    description="Re-scans every line of train, valid and test for secrets; passes at zero.",
+    description="Re-scans every line of train, valid and test for secrets (FIM records in file "
+    "order, with their file's rules); passes at zero.",
 )
 def dataset_free_of_secrets(dataset_splits: dict) -> dg.AssetCheckResult:
+    directory = _dataset_dir(dataset_splits)
+    paths = {
+        f"{SPLIT_FILES[row['split']]}:{row['line']}": row["path"]
+        for row in read_table(directory / PROVENANCE_FILE)
+    }
     return _dataset_check(
-        dataset_checks.secret_findings(_dataset_dir(dataset_splits)),
+        dataset_checks.secret_findings(directory, paths=paths),
         "No secret found in any line.",
         "Secrets in training data can be memorised and emitted by the model.",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,14 @@ from coder_assets.core.dataset import (
     SourceSample,
     StoredSignature,
     build_dataset,
+    content_clusters,
     dedup_units,
     fim_document,
     from_fim,
     from_pair,
     install_version,
     read_table,
+    repo_samples,
     text_digest,
     update_signatures,
 )
@@ -181,6 +183,72 @@ def test_planted_near_duplicates_collapse_to_one_sample_in_one_split(
     assert build.manifest["dropped"]["dedup"]["samples"] >= 2
 
 
+def test_the_same_file_at_five_paths_and_in_two_repos_is_one_unit_kept_once(
+    tmp_path: Path, tokenizer, decontaminator
+) -> None:
+    """Byte-identical files at several paths (test fixtures copied around) and a file vendored
+    into a second repo: their FIM samples are one unit, one place's samples are kept, and the
+    pairs cut from every copy land in that one split."""
+    copies = [("homelab/app", f"testdata/case_{n}/fixture.py") for n in range(5)]
+    copies.append(("homelab/other", "vendor/fixture.py"))
+    extra = []
+    for n, (repo, path) in enumerate(copies):
+        for cut in (2, 5):
+            fim = replace(_fim(77, cut, repo=repo), path=path, sample_id=f"copy-{n}-{cut}")
+            extra.append(from_fim(replace(fim, blob_sha="c" * 40)))
+        pair = _pair(700 + n, repo=repo, output=_function(1077))
+        extra.append(from_pair(replace(pair, path=path)))
+    assert len({s.unit_id for s in extra if s.kind == "fim"}) == 1
+    _build(
+        _samples(fims=30) + extra,
+        tokenizer,
+        decontaminator,
+        tmp_path / "out",
+        repo_commits={"homelab/app": "a" * 40, "homelab/other": "b" * 40},
+    )
+    provenance = read_table(tmp_path / "out" / PROVENANCE_FILE)
+    kept = [row for row in provenance if row["sample_id"].startswith("copy-")]
+    assert {row["path"] for row in kept} == {"testdata/case_0/fixture.py"}
+    copy_paths = {path for _, path in copies}
+    assert len({row["split"] for row in provenance if row["path"] in copy_paths}) == 1
+    dropped = {row["sample_id"]: row for row in read_table(tmp_path / "out" / DROPPED_FILE)}
+    assert dropped["copy-5-2"]["reason"] == "exact"
+    assert dropped["copy-5-2"]["ref"] == "homelab/app:testdata/case_0/fixture.py"
+    assert dataset_checks.cross_split_duplicates(tmp_path / "out") == []
+
+
+def test_content_clusters_join_files_through_shared_and_near_duplicate_units() -> None:
+    def sample(sample_id: str, path: str, unit: str) -> SourceSample:
+        return SourceSample(sample_id, "fim", "python", "r/x", "a" * 40, path, unit, "")
+
+    samples = [
+        sample("a1", "a.py", "u-a"),
+        sample("a2", "a.py", "pair-a"),
+        sample("b1", "b.py", "u-a"),  # the same text as a.py
+        sample("c1", "c.py", "u-c"),  # near-duplicate of a.py's text (dedup cluster u-a)
+        sample("c2", "c.py", "pair-c"),  # a pair of c.py follows c.py
+        sample("d1", "d.py", "u-d"),
+    ]
+    clusters = content_clusters(samples, {"u-a": "u-a", "u-c": "u-a", "u-d": "u-d"})
+    assert {clusters[i] for i in ("a1", "a2", "b1", "c1", "c2")} == {"file:r/x:a.py"}
+    assert clusters["d1"] == "file:r/x:d.py"
+
+
+def test_a_repo_whose_fim_samples_disagree_about_a_file_is_named() -> None:
+    good = asdict(_fim(3, 2))
+    other = asdict(_fim(3, 5))
+    other["text"] = other["text"].replace("items", "ITEMS")  # redacted differently in one sample
+    samples = repo_samples("homelab/app", [asdict(_pair(1))], [good])
+    assert len(samples) == 2
+    with pytest.raises(DatasetError, match=r"homelab/app: the FIM samples of lib/file_003\.py"):
+        repo_samples("homelab/app", [], [good, other])
+    broken = {**good, "text": "no markers"}
+    with pytest.raises(DatasetError, match="homelab/app: FIM sample .* lacks <|fim_prefix|>"):
+        repo_samples("homelab/app", [], [broken])
+    with pytest.raises(DatasetError, match="homelab/app: its samples do not have the expected"):
+        repo_samples("homelab/app", [{"sample_id": "x"}], [])
+
+
 def test_planted_humaneval_solution_is_removed_and_listed(
     tmp_path: Path, tokenizer, decontaminator
 ) -> None:
@@ -313,7 +381,7 @@ def test_validators_pass_on_a_built_dataset(built: Path, tokenizer, decontaminat
     assert dataset_checks.format_problems(built) == []
     assert dataset_checks.line_problems(built) == []
     assert dataset_checks.over_length_lines(built, tokenizer, 1024) == []
-    assert dataset_checks.cross_split_duplicates(units, CONFIG.dedup) == []
+    assert dataset_checks.cross_split_duplicates(built) == []
     assert dataset_checks.contaminated(built, units, decontaminator) == []
     assert dataset_checks.secret_findings(built) == []
 
@@ -342,17 +410,61 @@ def test_length_check_catches_a_line_over_the_limit(built: Path, tokenizer) -> N
     assert "over max_seq_length 1024" in problem
 
 
-def test_duplicate_check_catches_a_near_copy_in_another_split() -> None:
+def _write_split(directory: Path, split: str, texts: list[str]) -> None:
+    directory.mkdir(exist_ok=True)
+    lines = "".join(json.dumps({"text": text}) + "\n" for text in texts)
+    (directory / SPLIT_FILES[split]).write_text(lines, encoding="utf-8")
+
+
+def test_duplicate_check_catches_a_near_copy_in_another_split(tmp_path: Path) -> None:
     text = _function(5)
-    units = [
-        {"unit_id": "a", "split": "train", "text": text},
-        {"unit_id": "b", "split": "test", "text": text.replace("items", "rows")},
-        {"unit_id": "c", "split": "train", "text": text + "\n"},  # same split: allowed
-        {"unit_id": "d", "split": "valid", "text": _function(6)},
-    ]
-    problems = dataset_checks.cross_split_duplicates(units, DedupConfig())
-    assert any("a (train)" in p and "b (test)" in p for p in problems)
-    assert all("d (valid)" not in p for p in problems)
+    _write_split(tmp_path, "train", [text, text + "\n", _function(8)])  # same split: allowed
+    _write_split(tmp_path, "valid", [_function(6)])
+    _write_split(tmp_path, "test", [text.replace("items", "rows"), _function(7)])
+    problems = dataset_checks.cross_split_duplicates(tmp_path)
+    assert len(problems) == 2, problems
+    assert all("train.jsonl:" in p and "test.jsonl:1" in p for p in problems)
+    assert all("valid.jsonl" not in p for p in problems)
+
+
+def test_duplicate_check_fails_on_a_planted_cross_split_copy(
+    tmp_path: Path, tokenizer, decontaminator
+) -> None:
+    """The leak the unit-level check missed: one file at several paths, its samples split by path.
+    The check reads only the JSONL lines, so a planted copy of a test record in train fails it."""
+    _build(_samples(fims=30), tokenizer, decontaminator, tmp_path / "out")
+    out = tmp_path / "out"
+    assert dataset_checks.cross_split_duplicates(out) == []
+    test_records = _lines(out / SPLIT_FILES["test"])
+    _append(out / SPLIT_FILES["train"], json.dumps({"text": test_records[0]}))
+    problems = dataset_checks.cross_split_duplicates(out)
+    assert any(
+        p.startswith("exact duplicate across splits: ") and "test.jsonl:1" in p for p in problems
+    ), problems
+
+
+def test_duplicate_pairs_are_exact_not_sampled() -> None:
+    """Prefix filtering finds exactly the pairs a brute-force comparison finds, also those just
+    above the threshold (variants of one text with a few words changed)."""
+    rng = random.Random(11)
+    bases = [[f"w{rng.randrange(5000)}" for _ in range(60)] for _ in range(8)]
+    records = []
+    for n in range(120):
+        words = list(bases[n % len(bases)])
+        for _ in range(rng.randint(0, 4)):
+            words[rng.randrange(len(words))] = f"v{rng.randrange(5000)}"
+        records.append((rng.choice(("train", "valid", "test")), " ".join(words)))
+    found = {(i, j) for i, j, _ in dataset_checks.duplicate_record_pairs(records, 0.7)}
+    shingles = [dataset_checks.record_shingles(text) for _, text in records]
+    similarity = {
+        (i, j): len(shingles[i] & shingles[j]) / len(shingles[i] | shingles[j])
+        for i in range(len(records))
+        for j in range(i + 1, len(records))
+        if records[i][0] != records[j][0]
+    }
+    expected = {pair for pair, value in similarity.items() if value >= 0.7}
+    assert found == expected
+    assert sum(1 for value in similarity.values() if 0.7 <= value < 0.75) >= 5
 
 
 def test_contamination_check_catches_a_planted_solution(built: Path, decontaminator) -> None:

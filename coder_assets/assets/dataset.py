@@ -13,14 +13,14 @@ from coder_assets.assets import reported_as_failure
 from coder_assets.constants import DATASET_GROUP, OWNERS, SOURCES_GROUP
 from coder_assets.core.dataset import (
     DatasetConfig,
+    DatasetError,
     SourceSample,
     StoredSignature,
     build_dataset,
     dedup_units,
-    from_fim,
-    from_pair,
     install_version,
     read_manifest,
+    repo_samples,
     staging_dir,
     update_signatures,
 )
@@ -29,7 +29,6 @@ from coder_assets.core.dedup import DedupConfig
 from coder_assets.core.formatting import FormatConfig
 from coder_assets.core.git import run_git
 from coder_assets.core.repos import parse_partition_key
-from coder_assets.core.samples import FimRecord, InstructionPair
 from coder_assets.core.splits import SPLITS, SplitConfig
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.datasets import DatasetStoreResource
@@ -101,10 +100,9 @@ class MinHashSettings(dg.Config):
         }
 
 
-def _source_samples(pairs: pd.DataFrame, fims: pd.DataFrame) -> list[SourceSample]:
-    samples = [from_pair(InstructionPair(**row)) for row in pairs.to_dict("records")]
-    samples += [from_fim(FimRecord(**row)) for row in fims.to_dict("records")]
-    return samples
+def _source_samples(repo: str, pairs: pd.DataFrame, fims: pd.DataFrame) -> list[SourceSample]:
+    """One repo's samples; DatasetError (naming the repo) when they cannot be read."""
+    return repo_samples(repo, pairs.to_dict("records"), fims.to_dict("records"))
 
 
 @dg.asset(
@@ -127,7 +125,7 @@ def sample_signatures(
     Signatures of unchanged units are reused from this partition's previous value, so a push
     recomputes only what it changed, and dataset_splits reuses every repo's signatures."""
     with reported_as_failure():
-        units = dedup_units(_source_samples(instruction_pairs, fim_samples))
+        units = dedup_units(_source_samples(context.partition_key, instruction_pairs, fim_samples))
         previous: dict[str, StoredSignature] = {}
         stored = parquet_io_manager.stored(context.asset_key, context.partition_key)
         if stored is not None and stored.attrs.get("minhash") == config.signature_attrs():
@@ -271,6 +269,10 @@ def dataset_splits(
                 "(materialize their partitions to include them)"
             )
         samples: list[SourceSample] = []
+        left_out = {
+            key: "instruction_pairs or fim_samples not materialized; materialize the partition"
+            for key in missing
+        }
         repo_commits: dict[str, str] = {}
         stored: dict[str, StoredSignature] = {}
         stale_signatures: list[str] = []
@@ -286,8 +288,14 @@ def dataset_splits(
                     f"{repo}: instruction_pairs are from {commit[:12]} but fim_samples from "
                     f"{fims.attrs.get('commit_sha', '')[:12]}; rematerialize the repo"
                 )
+            try:
+                samples.extend(_source_samples(repo, pairs, fims))
+            except DatasetError as exc:
+                # One repo's unreadable samples never fail the others: it is left out, and said.
+                left_out[key] = str(exc)
+                context.log.warning(f"left out {key}: {exc}")
+                continue
             repo_commits[repo] = commit
-            samples.extend(_source_samples(pairs, fims))
             sigs = sample_signatures.get(key)
             if sigs is None or sigs.attrs.get("minhash") != config.signature_attrs():
                 stale_signatures.append(key)
@@ -315,19 +323,17 @@ def dataset_splits(
             repo_commits=repo_commits,
             base_model_version=mlx_base_model.version(),
             committed_at=committed_at,
+            left_out=left_out,
             progress=context.log.info,
         )
         directory = install_version(build.directory, root, build.version)
-    return _dataset_result(
-        build.manifest, directory, build.signatures_computed, missing, stale_signatures
-    )
+    return _dataset_result(build.manifest, directory, build.signatures_computed, stale_signatures)
 
 
 def _dataset_result(
     manifest: dict,
     directory: Path,
     signatures_computed: int,
-    missing: list[str],
     stale_signatures: list[str],
 ) -> dg.MaterializeResult:
     version = manifest["version"]
@@ -364,6 +370,7 @@ def _dataset_result(
         "tokens": manifest["tokens"],
     }
     covered = sum(1 for info in manifest["repos"].values() if info["samples_kept"])
+    left_out = manifest["repos_left_out"]
     return dg.MaterializeResult(
         value=descriptor,
         data_version=dg.DataVersion(version),
@@ -380,7 +387,14 @@ def _dataset_result(
             "humaneval_tasks_hit": ", ".join(manifest["decontamination"]["tasks_hit"]) or "none",
             "near_duplicate_pairs_merged": manifest["dedup"]["merged_pairs"],
             "signatures_computed_here": signatures_computed,
-            "repos_left_out": ", ".join(missing) or "none",
+            "repos_left_out": len(left_out),
+            "repos_left_out_why": dg.MetadataValue.md(
+                _md_table(
+                    ["repo", "why"], [[k, v.replace("|", "\\|")] for k, v in left_out.items()]
+                )
+                if left_out
+                else "none"
+            ),
             "repos_with_stale_signatures": ", ".join(stale_signatures) or "none",
             "samples_by_kind": dg.MetadataValue.md(kind_table),
             "repo_coverage": dg.MetadataValue.md(coverage),

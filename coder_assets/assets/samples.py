@@ -2,7 +2,7 @@
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
@@ -20,6 +20,7 @@ from coder_assets.core.fim import (
     FimConfig,
     contains_special_tokens,
     escape_special_tokens,
+    fim_documents,
     fim_samples_for_file,
 )
 from coder_assets.core.history import HistoryConfig, commit_changes
@@ -204,17 +205,6 @@ def _common_metadata(
     }
 
 
-def _final_clean(texts: Iterable[str], policy: SecretPolicy) -> list[str] | None:
-    """A last pass over a finished sample's texts: nothing leaves with a finding in it."""
-    cleaned: list[str] = []
-    for text in texts:
-        result = policy.clean(text)
-        if result is None:
-            return None
-        cleaned.append(result)
-    return cleaned
-
-
 @dg.asset(**SAMPLE_ASSET_SETTINGS)
 def instruction_pairs(
     context: dg.AssetExecutionContext, config: InstructionPairsConfig, repo_snapshots: pd.DataFrame
@@ -233,9 +223,10 @@ def instruction_pairs(
         rejections = prepared.rejection_counts
         pairs: dict[str, InstructionPair] = {}
 
-        def add(pair: InstructionPair) -> None:
-            cleaned = _final_clean((pair.instruction, pair.input, pair.output), policy)
-            if cleaned is None:
+        def add(pair: InstructionPair, path: str) -> None:
+            cleaned = [pair.instruction, pair.input, pair.output]
+            # The pieces were cleaned with their file; a finding now vetoes, never rewrites.
+            if policy.vetoes([("", pair.instruction), (path, pair.input), (path, pair.output)]):
                 rejections["sample_with_secret"] += 1
                 return
             if any(contains_special_tokens(text) for text in cleaned):
@@ -259,7 +250,8 @@ def instruction_pairs(
                 add(
                     pair_from_extracted(
                         extracted, repo=repo, commit_sha=sha, path=item.path, language=item.language
-                    )
+                    ),
+                    item.path,
                 )
 
         kept_paths = {f.path for f in kept}
@@ -298,7 +290,7 @@ def instruction_pairs(
                 path=change.path,
                 language=language,
             )
-            add(replace(pair, parent_sha=change.parent_sha))
+            add(replace(pair, parent_sha=change.parent_sha), change.path)
 
         records = sorted(pairs.values(), key=lambda p: (p.kind, p.path, p.start_line, p.sample_id))
         frame = pd.DataFrame(
@@ -378,8 +370,12 @@ def fim_samples(
                 if skip == "special_tokens":
                     prepared.rejected.append((item.path, skip))
             for sample in samples:
-                cleaned = _final_clean((sample.text,), policy)
-                if cleaned is None:
+                # Scanned as a reader reads the files (never in PSM order, which puts a suffix
+                # after a prefix it does not follow), and only to veto: every sample of a file
+                # shows the file's one redaction.
+                if policy.vetoes(
+                    (path or item.path, text) for path, text in fim_documents(sample.text)
+                ):
                     rejections["sample_with_secret"] += 1
                     continue
                 strategies[sample.strategy] += 1
@@ -396,7 +392,7 @@ def fim_samples(
                         ),
                         strategy=sample.strategy,
                         language=item.language or "text",
-                        text=cleaned[0],
+                        text=sample.text,
                         repo=repo,
                         commit_sha=sha,
                         path=item.path,

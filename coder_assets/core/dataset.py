@@ -3,21 +3,27 @@
 The unit of deduplication ("dedup unit") is what a sample teaches:
 
 - an instruction pair is its own unit, its text the instruction, input and output;
-- every FIM sample cut from one file version (`repo`, `blob_sha`) belongs to that file's unit,
-  whose text is the file itself (prefix + middle + suffix). Two FIM samples of one file are two
-  different cuts, not duplicates, while two near-identical files are.
+- every FIM sample cut from one file text belongs to that text's unit, whose text is the file
+  itself (prefix + middle + suffix) and whose id is the text's sha256: the same file at several
+  paths, or in several repos, is ONE unit. Two FIM samples of one file are two different cuts,
+  not duplicates, while two near-identical files are.
 
 Stages, in order (`build_dataset`):
 
 1. decontamination: a unit whose text, or a FIM sample whose repository context, overlaps a
    HumanEval problem is dropped with the task and the rule that matched;
 2. deduplication (`core.dedup`): exact, then near (MinHash LSH, exact-Jaccard verified); a sample
-   is kept when its unit is kept;
-3. splits (`core.splits`): by a stable hash of the sample's source file (`repo`, `path`), which
-   after deduplication is the component that holds the kept member of its near-duplicate cluster,
-   so a cluster never straddles splits and all samples of one file (its FIM cuts, its function
-   pairs, its history pairs) land together: a test-split FIM middle is never a train-split answer;
+   is kept when its unit is kept, and of a FIM unit found at several places only the samples of
+   one place (the smallest repo and path) are kept: the others are its exact duplicates;
+3. splits (`core.splits`) by content cluster (`content_clusters`): the samples of one source file,
+   the files that hold the same text, and the members of one near-duplicate cluster are one
+   cluster, whatever their paths, so a cluster never straddles splits and all samples of one file
+   (its FIM cuts, its function pairs, its history pairs) land together: a test-split FIM middle is
+   never a train-split answer;
 4. formatting (`core.formatting`): mlx-lm `text` records within the token budget.
+
+A repository whose samples cannot be read, or disagree about a file, is left out before any of
+this (`repo_samples` says why); the others make the dataset.
 
 The result is a directory with `train.jsonl`, `valid.jsonl`, `test.jsonl` (the dataset version is
 their sha256), `provenance.parquet` (one row per line: sample, repo, commit, path),
@@ -47,7 +53,7 @@ from coder_assets.core.decontam import Decontaminator
 from coder_assets.core.dedup import DedupConfig, Sample, deduplicate, lsh_params, signatures
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.files import atomic_path, write_json_atomic
-from coder_assets.core.fim import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from coder_assets.core.fim import FILE_SEP, FIM_PREFIX, FimFormatError, fim_documents
 from coder_assets.core.formatting import (
     FormatConfig,
     Record,
@@ -120,6 +126,7 @@ def from_pair(pair: InstructionPair) -> SourceSample:
 
 
 def from_fim(record: FimRecord) -> SourceSample:
+    document = fim_document(record.text)
     return SourceSample(
         sample_id=record.sample_id,
         kind=FIM_KIND,
@@ -127,28 +134,56 @@ def from_fim(record: FimRecord) -> SourceSample:
         repo=record.repo,
         commit_sha=record.commit_sha,
         path=record.path,
-        unit_id=f"fim:{record.repo}:{record.blob_sha}",
-        unit_text=fim_document(record.text),
+        unit_id=fim_unit_id(document),
+        unit_text=document,
         text=record.text,
     )
 
 
+def fim_unit_id(document: str) -> str:
+    """The dedup unit of the FIM samples cut from `document`: its content, wherever it lies."""
+    return f"fim:{text_digest(document)[:40]}"
+
+
+def repo_samples(
+    repo: str, pairs: Iterable[Mapping[str, Any]], fims: Iterable[Mapping[str, Any]]
+) -> list[SourceSample]:
+    """One repository's samples as the dataset stage sees them, from the rows of its
+    instruction_pairs and fim_samples. Raises DatasetError, naming the repo and what to do, when
+    a row cannot be read or the FIM samples of one file version disagree about its text (the
+    same file must give the same text in every sample cut from it)."""
+    try:
+        samples = [from_pair(InstructionPair(**row)) for row in pairs]
+        records = [FimRecord(**row) for row in fims]
+    except TypeError as exc:
+        raise DatasetError(
+            f"{repo}: its samples do not have the expected columns ({exc}); rematerialize "
+            "instruction_pairs and fim_samples for it"
+        ) from None
+    documents: dict[tuple[str, str], str] = {}
+    for record in records:
+        try:
+            sample = from_fim(record)
+        except DatasetError as exc:
+            raise DatasetError(f"{repo}: FIM sample {record.sample_id}: {exc}") from None
+        known = documents.setdefault((record.path, record.blob_sha), sample.unit_text)
+        if known != sample.unit_text:
+            raise DatasetError(
+                f"{repo}: the FIM samples of {record.path} (blob {record.blob_sha[:12]}) disagree "
+                f"about the file's text (sample {record.sample_id}); rematerialize fim_samples "
+                "for this repo"
+            )
+        samples.append(sample)
+    return samples
+
+
 def fim_document(text: str) -> str:
     """The target file a FIM record was cut from: prefix + middle + suffix (repository context,
-    if any, left out). Special tokens inside file content are escaped by the samples stage, so the
-    last `<|fim_prefix|>` starts the target."""
-    start = text.rfind(FIM_PREFIX)
-    suffix_at = text.find(FIM_SUFFIX, start)
-    middle_at = text.find(FIM_MIDDLE, suffix_at)
-    if start < 0 or suffix_at < 0 or middle_at < 0:
-        raise DatasetError(
-            "a FIM sample lacks <|fim_prefix|>, <|fim_suffix|> or <|fim_middle|>: rematerialize "
-            "fim_samples for its repo"
-        )
-    prefix = text[start + len(FIM_PREFIX) : suffix_at]
-    suffix = text[suffix_at + len(FIM_SUFFIX) : middle_at]
-    middle = text[middle_at + len(FIM_MIDDLE) :]
-    return prefix + middle + suffix
+    if any, left out)."""
+    try:
+        return fim_documents(text)[-1][1]
+    except FimFormatError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def fim_context(text: str) -> str:
@@ -239,6 +274,7 @@ def build_dataset(
     repo_commits: Mapping[str, str],
     base_model_version: str,
     committed_at: Mapping[str, str] | None = None,
+    left_out: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DatasetBuild:
     """Build the dataset into a fresh directory `out_dir` (which must not exist yet).
@@ -255,8 +291,12 @@ def build_dataset(
         repeated = sorted(i for i, n in Counter(ids).items() if n > 1)[:5]
         raise DatasetError(f"sample ids repeat across inputs: {', '.join(repeated)}")
     if not samples:
+        reasons = "".join(
+            f"; {repo} was left out: {why}" for repo, why in sorted((left_out or {}).items())
+        )
         raise DatasetError(
-            "no samples: materialize instruction_pairs and fim_samples for at least one repo first"
+            "no samples: materialize instruction_pairs and fim_samples for at least one repo "
+            f"first{reasons}"
         )
     samples = sorted(samples, key=lambda s: s.sample_id)
     units = dedup_units(samples)
@@ -297,16 +337,23 @@ def build_dataset(
         [Sample(u, unit_repo[u], t) for u, t in sorted(clean_units.items())], sigs, config.dedup
     )
     kept_units = set(result.kept)
+    kept_place = _kept_places(s for s in clean if s.kind == FIM_KIND and s.unit_id in kept_units)
     survivors: list[SourceSample] = []
     for sample in clean:
-        if sample.unit_id in kept_units:
-            survivors.append(sample)
-        else:
+        if sample.unit_id not in kept_units:
             kept, reason = result.dropped[sample.unit_id]
             dropped.append(_dropped(sample, "dedup", reason, kept, ""))
+        elif sample.kind == FIM_KIND and _place(sample) != kept_place[sample.unit_id]:
+            # The same text at another path or in another repo: one copy of its samples is kept.
+            dropped.append(
+                _dropped(sample, "dedup", "exact", _place_name(kept_place[sample.unit_id]), "")
+            )
+        else:
+            survivors.append(sample)
 
-    # 3. splits by source file
-    groups = {s.sample_id: f"{s.repo}\0{s.path}" for s in survivors}
+    # 3. splits by content cluster
+    cluster_of = content_clusters(clean, result.clusters)
+    groups = {s.sample_id: cluster_of[s.sample_id] for s in survivors}
     times = None
     if config.splits.test_after is not None:
         times = {
@@ -396,6 +443,7 @@ def build_dataset(
         config=config,
         repo_commits=repo_commits,
         base_model_version=base_model_version,
+        left_out=left_out or {},
     )
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return DatasetBuild(out_dir, version, manifest, signatures_computed=len(missing))
@@ -474,6 +522,65 @@ def _dropped(sample: SourceSample, stage: str, reason: str, ref: str, detail: st
     }
 
 
+def _place(sample: SourceSample) -> tuple[str, str]:
+    return sample.repo, sample.path
+
+
+def _place_name(place: tuple[str, str]) -> str:
+    return f"{place[0]}:{place[1]}"
+
+
+def _kept_places(samples: Iterable[SourceSample]) -> dict[str, tuple[str, str]]:
+    """For each FIM unit, the one place (repo, path) whose samples are kept: the smallest."""
+    places: dict[str, tuple[str, str]] = {}
+    for sample in samples:
+        known = places.get(sample.unit_id)
+        if known is None or _place(sample) < known:
+            places[sample.unit_id] = _place(sample)
+    return places
+
+
+def content_clusters(
+    samples: Iterable[SourceSample], unit_clusters: Mapping[str, str]
+) -> dict[str, str]:
+    """sample id -> the id of its content cluster, the unit that decides its split.
+
+    Samples are joined when they come from one source file (repo, path), share a dedup unit (the
+    same text at several places), or their units share a near-duplicate cluster
+    (`unit_clusters`: unit id -> cluster id, from deduplication); joining is transitive. A
+    cluster's id is its smallest source file, so edits to a file never move its samples to
+    another split, and only new near-copies or copies join clusters.
+    """
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        parent.setdefault(node, node)
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    items = list(samples)
+    for sample in items:
+        # File nodes sort before unit nodes ("f" < "u"), so a root is always a source file.
+        file_node = f"file\0{sample.repo}\0{sample.path}"
+        union(file_node, f"unit\0{sample.unit_id}")
+        cluster = unit_clusters.get(sample.unit_id)
+        if cluster is not None:
+            union(file_node, f"unit\0{cluster}")
+    return {
+        sample.sample_id: find(f"file\0{sample.repo}\0{sample.path}").replace("\0", ":")
+        for sample in items
+    }
+
+
 _PROVENANCE_SCHEMA = pa.schema(
     [
         ("split", pa.string()),
@@ -525,6 +632,7 @@ def _manifest(
     config: DatasetConfig,
     repo_commits: Mapping[str, str],
     base_model_version: str,
+    left_out: Mapping[str, str],
 ) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split in SPLITS:
@@ -572,6 +680,7 @@ def _manifest(
         "max_seq_length": config.format.max_seq_length,
         "repos": repos,
         "source_commits": {repo: sha for repo, sha in sorted(repo_commits.items())},
+        "repos_left_out": dict(sorted(left_out.items())),
         "dropped": by_stage,
         "dedup": {**dedup_stats, "lsh_bands": bands, "lsh_rows": rows_per_band},
         "decontamination": {

@@ -8,13 +8,15 @@ trust what the builder believed it wrote.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from coder_assets.core.decontam import Decontaminator
-from coder_assets.core.dedup import DedupConfig, normalise, similar_pairs
+from coder_assets.core.fim import FimFormatError, fim_documents
 from coder_assets.core.formatting import TEXT_KEY, count_tokens
 from coder_assets.core.secrets import SecretScanner
 from coder_assets.core.splits import SPLITS
@@ -109,31 +111,77 @@ def over_length_lines(directory: Path, tokenizer: Any, max_tokens: int) -> list[
     return _capped(problems)
 
 
-def cross_split_duplicates(units: list[dict[str, str]], config: DedupConfig) -> list[str]:
-    """Pairs of kept dedup units in different splits that are exact or near duplicates (exact
-    Jaccard >= threshold). MinHash is drawn with a different seed from the dedup pass, so this is
-    an independent second look rather than a replay of the same LSH draw."""
-    check = replace(config, seed=config.seed + 1)
-    split_of = {row["unit_id"]: row["split"] for row in units}
-    texts = {row["unit_id"]: row["text"] for row in units}
-    problems: list[str] = []
-    seen: dict[str, str] = {}
-    for unit_id in sorted(texts):
-        key = normalise(texts[unit_id])
-        other = seen.setdefault(key, unit_id)
-        if other != unit_id and split_of[other] != split_of[unit_id]:
-            problems.append(
-                f"exact duplicate across splits: {other} ({split_of[other]}) and "
-                f"{unit_id} ({split_of[unit_id]})"
-            )
-    for a, b, similarity in similar_pairs(
-        texts, check, consider=lambda a, b: split_of[a] != split_of[b]
-    ):
-        problems.append(
-            f"near duplicate across splits (Jaccard {similarity:.2f}): {a} ({split_of[a]}) "
-            f"and {b} ({split_of[b]})"
+# The record-level duplicate check's own view of a text: word and punctuation tokens, special
+# tokens and ChatML role lines dropped, so that the template every record shares is not counted.
+_CHECK_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>(?:system|user|assistant)?")
+DUPLICATE_JACCARD = 0.7
+DUPLICATE_SHINGLE = 5
+
+
+def record_shingles(text: str, size: int = DUPLICATE_SHINGLE) -> frozenset[tuple[str, ...]]:
+    """The set of `size`-token shingles of a record's text, as the duplicate check sees it (a
+    text shorter than `size` tokens is one shingle)."""
+    tokens = _CHECK_TOKEN_RE.findall(_SPECIAL_TOKEN_RE.sub(" ", text))
+    if len(tokens) <= size:
+        return frozenset([tuple(tokens)]) if tokens else frozenset()
+    return frozenset(tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
+
+
+def duplicate_record_pairs(
+    records: list[tuple[str, str]], threshold: float = DUPLICATE_JACCARD
+) -> list[tuple[int, int, float]]:
+    """Every pair (i, j, jaccard) of `records` ((group, text) each) in DIFFERENT groups whose
+    shingle sets have exact Jaccard >= `threshold`, found exactly, without sampling: prefix
+    filtering orders each set's shingles from rarest to most common, and two sets with Jaccard
+    >= t must share one of the first |A| - ceil(t|A|) + 1 shingles of each (if they shared none,
+    the overlap would be too small). Candidates are then verified with the exact Jaccard."""
+    sets = [record_shingles(text) for _, text in records]
+    frequency: Counter[tuple[str, ...]] = Counter(sh for shingles in sets for sh in shingles)
+    rank = {sh: n for n, (sh, _) in enumerate(sorted(frequency.items(), key=_rarest_first))}
+    index: dict[int, list[int]] = defaultdict(list)
+    candidates: set[tuple[int, int]] = set()
+    for i, shingles in enumerate(sets):
+        if not shingles:
+            continue
+        ordered = sorted(rank[sh] for sh in shingles)
+        prefix = len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1
+        for token in ordered[:prefix]:
+            for j in index[token]:
+                if records[j][0] != records[i][0]:
+                    candidates.add((j, i))
+            index[token].append(i)
+    pairs = []
+    for i, j in sorted(candidates):
+        a, b = sets[i], sets[j]
+        if min(len(a), len(b)) < threshold * max(len(a), len(b)):
+            continue
+        shared = len(a & b)
+        similarity = shared / (len(a) + len(b) - shared)
+        if similarity >= threshold:
+            pairs.append((i, j, similarity))
+    return pairs
+
+
+def _rarest_first(item: tuple[tuple[str, ...], int]) -> tuple[int, tuple[str, ...]]:
+    shingle, count = item
+    return count, shingle
+
+
+def cross_split_duplicates(directory: Path, threshold: float = DUPLICATE_JACCARD) -> list[str]:
+    """Pairs of records in different split files that are exact or near duplicates: computed
+    from the JSONL lines alone (their text, this module's own shingling, exact Jaccard), never
+    from the dedup units or signatures the builder used, so a leak the builder cannot see (the
+    same text kept at two paths) is still found."""
+    rows = list(_texts(directory))
+    where = [f"{name}:{number}" for name, number, _ in rows]
+    problems = []
+    for i, j, similarity in duplicate_record_pairs([(n, t) for n, _, t in rows], threshold):
+        kind = (
+            "exact duplicate" if similarity == 1.0 else f"near duplicate (Jaccard {similarity:.2f})"
         )
-    return _capped(sorted(set(problems)))
+        problems.append(f"{kind} across splits: {where[i]} and {where[j]}")
+    return _capped(problems)
 
 
 def contaminated(
@@ -152,11 +200,25 @@ def contaminated(
     return _capped(problems)
 
 
-def secret_findings(directory: Path, scanner: SecretScanner | None = None) -> list[str]:
-    """Secrets the scanner finds in any line; the finding's type only, never its value."""
+def secret_findings(
+    directory: Path, scanner: SecretScanner | None = None, paths: dict[str, str] | None = None
+) -> list[str]:
+    """Secrets the scanner finds in any line; the finding's type only, never its value. A FIM
+    record is read as its files are (the middle back between prefix and suffix, each file on its
+    own), with the rules of its file type when `paths` ("train.jsonl:7" -> repo path, from the
+    provenance sidecar) names it; other records are scanned whole as source code."""
     scanner = scanner or SecretScanner()
+    paths = paths or {}
     problems = []
     for name, number, text in _texts(directory):
-        for finding in scanner.scan(text):
-            problems.append(f"{name}:{number}: {finding.secret_type}")
+        try:
+            pieces = fim_documents(text)
+        except FimFormatError:
+            pieces = [("", text)]
+        else:
+            target = paths.get(f"{name}:{number}", "")
+            pieces = [(path or target, content) for path, content in pieces]
+        for path, content in pieces:
+            for finding in scanner.scan(content, path):
+                problems.append(f"{name}:{number}: {finding.secret_type}")
     return _capped(problems)

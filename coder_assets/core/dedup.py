@@ -38,7 +38,7 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,31 +271,6 @@ def deduplicate(
         verified_pairs=verified,
         merged_pairs=sorted(merged),
     )
-
-
-def similar_pairs(
-    texts: Mapping[str, str],
-    config: DedupConfig,
-    *,
-    consider: Callable[[str, str], bool] | None = None,
-) -> list[tuple[str, str, float]]:
-    """Every LSH candidate pair of `texts` (id -> text) whose exact Jaccard is `>= threshold`, as
-    sorted `(id, id, jaccard)`; no clustering. `consider(a, b)` can skip pairs before their
-    Jaccard is computed."""
-    ids = sorted(texts)
-    sigs = signatures([(i, texts[i]) for i in ids], config)
-    matrix = _signature_matrix(ids, sigs, config.num_perm)
-    bands, rows = lsh_params(config)
-    found: list[tuple[str, str, float]] = []
-    for x, y in _lsh_candidates(matrix, bands, rows):
-        a, b = ids[x], ids[y]
-        if consider is not None and not consider(a, b):
-            continue
-        first, second = _shingle_hashes([texts[a], texts[b]], config.shingle_size)
-        similarity = jaccard(set(first.tolist()), set(second.tolist()))
-        if similarity >= config.threshold:
-            found.append((a, b, similarity))
-    return sorted(found)
 
 
 def save_signatures(path: str | Path, sigs: Mapping[str, np.ndarray]) -> None:

@@ -25,6 +25,9 @@ Middles come from three strategies:
   Python's `ast` or tree-sitter Go; other languages and files that do not parse fall back to
   line_span (and the span says so).
 
+No strategy cuts through a redaction placeholder (`<SECRET_..._1>`): a middle that ends inside
+one would teach the model half a placeholder.
+
 All randomness comes from `random.Random(f"{blob_sha}:{seed}:{i}")`, so an unchanged file yields
 byte-identical samples in every run.
 """
@@ -45,6 +48,7 @@ import tree_sitter
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.languages import language_of
 from coder_assets.core.parsers import parse_go
+from coder_assets.core.secrets import placeholder_spans
 
 FIM_PREFIX = "<|fim_prefix|>"
 FIM_SUFFIX = "<|fim_suffix|>"
@@ -88,6 +92,10 @@ _ATTEMPTS = 8
 
 class FimConfigError(CoderAssetsError, ValueError):
     """A FimConfig setting is out of range."""
+
+
+class FimFormatError(CoderAssetsError, ValueError):
+    """A text that should be a FIM training text lacks one of its markers."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,34 @@ def format_fim(prefix: str, suffix: str, middle: str) -> str:
     return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
 
 
+def fim_documents(text: str) -> list[tuple[str, str]]:
+    """The files of a FIM training text as (path, content), in the order a reader of the
+    repository sees them: the context files, then the target file with its middle back between
+    prefix and suffix. The target's path is "" without repository context. Special tokens inside
+    file content are escaped by the samples stage, so the last `<|fim_prefix|>` starts the
+    target. Raises FimFormatError when a marker is missing."""
+    start = text.rfind(FIM_PREFIX)
+    suffix_at = text.find(FIM_SUFFIX, start)
+    middle_at = text.find(FIM_MIDDLE, suffix_at)
+    if start < 0 or suffix_at < 0 or middle_at < 0:
+        raise FimFormatError(
+            "the text lacks <|fim_prefix|>, <|fim_suffix|> or <|fim_middle|>: rematerialize "
+            "fim_samples for its repo"
+        )
+    prefix = text[start + len(FIM_PREFIX) : suffix_at]
+    suffix = text[suffix_at + len(FIM_SUFFIX) : middle_at]
+    middle = text[middle_at + len(FIM_MIDDLE) :]
+    documents: list[tuple[str, str]] = []
+    target_path = ""
+    if text.startswith(REPO_NAME):
+        for part in text[:start].split(FILE_SEP)[1:]:
+            path, _, content = part.partition("\n")
+            documents.append((path, content.removesuffix("\n")))
+        target_path = documents.pop()[0] if documents else ""
+    documents.append((target_path, prefix + middle + suffix))
+    return documents
+
+
 def format_repo_fim(
     repo_name: str,
     context: list[tuple[str, str]],
@@ -263,6 +299,7 @@ def choose_spans(
     (text, language, blob_sha, config). Fewer, possibly none, when the file is too short."""
     names = [name for name, _ in config.strategy_weights]
     weights = [weight for _, weight in config.strategy_weights]
+    placeholders = placeholder_spans(text)
     syntax: _SyntaxCandidates | None = None
     spans: list[FimSpan] = []
     seen: set[tuple[int, int]] = set()
@@ -279,11 +316,20 @@ def choose_spans(
                     syntax = _SyntaxCandidates.build(text, language, config)
                 # No parser, no parse, or nothing that fits: whole lines instead, and said so.
                 span = syntax.pick(rng) if syntax.by_kind else _line_span(text, rng, config)
-            if span is not None and (span.start, span.end) not in seen:
+            if (
+                span is not None
+                and (span.start, span.end) not in seen
+                and not _cuts_any(placeholders, span)
+            ):
                 seen.add((span.start, span.end))
                 spans.append(span)
                 break
     return spans
+
+
+def _cuts_any(spans: list[tuple[int, int]], span: FimSpan) -> bool:
+    """Whether `span` starts or ends strictly inside one of `spans`."""
+    return any(start < at < end for start, end in spans for at in (span.start, span.end))
 
 
 def _clean_cut(text: str, at: int) -> bool:

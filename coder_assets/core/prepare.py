@@ -11,9 +11,12 @@ from pathlib import Path
 from coder_assets.core.extract_yaml import is_sops_encrypted
 from coder_assets.core.filters import FileFilterConfig, rejection_reason
 from coder_assets.core.manifest import BlobReader
-from coder_assets.core.secrets import Redactor, SecretScanner
+from coder_assets.core.secrets import Redactor, SecretScanner, redacted_line_fraction
 
 SECRET_ACTIONS = ("redact", "drop", "keep")
+# A file with more than this share of its non-blank lines redacted yields no sample: what is left
+# of a key file or a Secret manifest is placeholders and blank lines.
+MAX_REDACTED_LINE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,15 @@ class SecretPolicy:
         """Secrets found, per type (redacted or dropped); never the secrets themselves."""
         return self.redactor.counts + self.dropped
 
+    def vetoes(self, texts: Iterable[tuple[str, str]]) -> bool:
+        """The last look at a finished sample, as (path, text) pieces in the order a reader
+        reads them: True when any piece still holds a finding, so the sample must be left out.
+        It never rewrites a piece: the files were cleaned once, and every sample cut from one
+        file must show the same redaction. With "keep" nothing is vetoed."""
+        if self.action == "keep":
+            return False
+        return any(text and self.scanner.scan(text, path) for path, text in texts)
+
     def clean(self, text: str, path: str = "") -> str | None:
         """`text` free of secrets, or None when the policy drops it."""
         if self.action == "keep":
@@ -104,17 +116,21 @@ def prepare_files(
             if clean is None:
                 prepared.rejected.append((item.path, "contains_secret"))
                 continue
+            if redacted_line_fraction(clean) > MAX_REDACTED_LINE_FRACTION:
+                prepared.rejected.append((item.path, "mostly_redacted"))
+                continue
             prepared.files.append(SourceFile(item.path, item.blob_sha, item.language, clean))
     return prepared
 
 
 def count_secret_findings(
-    texts: Iterable[str], scanner: SecretScanner | None = None
+    pieces: Iterable[tuple[str, str]], scanner: SecretScanner | None = None
 ) -> Counter[str]:
-    """Findings per secret type over `texts`: the validator behind the blocking secret checks."""
+    """Findings per secret type over (path, text) pieces: the validator behind the blocking
+    secret checks. A path chooses the rules of its file type ("" scans as source code)."""
     scanner = scanner or SecretScanner()
     counts: Counter[str] = Counter()
-    for text in texts:
+    for path, text in pieces:
         if text:
-            counts.update(f.secret_type for f in scanner.scan(text))
+            counts.update(f.secret_type for f in scanner.scan(text, path))
     return counts

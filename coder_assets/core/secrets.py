@@ -98,12 +98,15 @@ from detect_secrets.util.filetype import determine_file_type
 
 __all__ = [
     "DETECT_SECRETS_TYPES",
+    "PLACEHOLDER_RE",
     "Finding",
     "Redactor",
     "SecretScanConfig",
     "SecretScanner",
     "contains_secret",
     "placeholder_for",
+    "placeholder_spans",
+    "redacted_line_fraction",
 ]
 
 # Our stable name for each detect-secrets plugin's `secret_type`. A plugin that a later
@@ -159,6 +162,23 @@ class SecretScanConfig:
 def placeholder_for(secret_type: str, number: int) -> str:
     """The text that replaces a secret, e.g. `<SECRET_AWS_ACCESS_KEY_1>`."""
     return f"<SECRET_{secret_type.upper()}_{number}>"
+
+
+PLACEHOLDER_RE = re.compile(r"<SECRET_[A-Z0-9_]+_[0-9]+>")
+
+
+def placeholder_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of every redaction placeholder in `text`, in order."""
+    return [m.span() for m in PLACEHOLDER_RE.finditer(text)] if "<SECRET_" in text else []
+
+
+def redacted_line_fraction(text: str) -> float:
+    """The share of `text`'s non-blank lines that hold a redaction placeholder (0.0 for a text
+    without non-blank lines). A file that is mostly placeholders teaches nothing but them."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return 0.0
+    return sum(1 for line in lines if PLACEHOLDER_RE.search(line)) / len(lines)
 
 
 # --------------------------------------------------------------------------------------------
