@@ -404,3 +404,60 @@ def test_preview_instructions_are_shortened_with_balanced_code_spans(text, expec
     from coder_assets.assets.samples import _shorten
 
     assert _shorten(text, limit=28) == expected
+
+
+def _secret_and_configmap(n: int) -> str:
+    return (
+        "apiVersion: v1\nkind: Secret\nmetadata:\n"
+        f"  name: app-{n}-creds\ntype: Opaque\nstringData:\n"
+        f"  DB_PASSWORD: hunter-{n}-Xk29vLq\n"
+        "---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+        f"  name: app-{n}-settings\ndata:\n"
+        "  LOG_LEVEL: info\n  LISTEN_ADDR: ':8080'\n  CACHE_TTL: 30s\n"
+    )
+
+
+def test_fim_samples_of_a_secret_and_configmap_file_all_show_one_redaction(
+    instance, tmp_path, repos_root
+):
+    """A FIM span on the `---` between a Secret and a ConfigMap puts the ConfigMap's data after
+    `kind: Secret` in PSM order; scanned that way, one sample got the ConfigMap redacted and the
+    dataset saw two texts of one file. Scanned in file order, every sample shows the file."""
+    repo = init_repo(repos_root / "gitops")
+    files = {f"apps/app-{n}/resources.yaml": _secret_and_configmap(n) for n in range(12)}
+    commit(repo, files, "Add apps")
+    many = {"config": {"samples_per_file": 12, "max_middle_chars": 120}}
+
+    result = _run(
+        instance, tmp_path, repos_root, "gitops", run_config={"ops": {"fim_samples": many}}
+    )
+
+    fim = _frame(tmp_path, "fim_samples", "gitops")
+    assert len(fim) > 60
+    documents: dict[str, set[str]] = {}
+    for row in fim.itertuples():
+        prefix, middle, suffix = _split_fim(row.text)
+        documents.setdefault(row.path, set()).add(prefix + middle + suffix)
+    assert all(len(texts) == 1 for texts in documents.values())
+    for path, (text,) in documents.items():
+        assert "LOG_LEVEL: info" in text and "CACHE_TTL: 30s" in text, path
+        assert "DB_PASSWORD: <SECRET_" in text and "hunter-" not in text, path
+    assert any("---" in _split_fim(row.text)[1] for row in fim.itertuples())
+    assert _checks(result)["fim_samples_free_of_secrets"]
+
+
+def test_a_key_file_yields_no_samples_and_is_counted(instance, tmp_path, repos_root):
+    _secret_repo(repos_root)
+
+    result = _run(instance, tmp_path, repos_root, "leaky")
+
+    fim = _frame(tmp_path, "fim_samples", "leaky")
+    pairs = _frame(tmp_path, "instruction_pairs", "leaky")
+    for path in ("keys/id_rsa", "keys/id_ed25519"):
+        assert path not in set(fim["path"]) and path not in set(pairs["path"])
+    materialization = result.asset_materializations_for_node("fim_samples")[0]
+    rejected = materialization.metadata["rejected_files"].value.records
+    reasons = {record.data["path"]: record.data["reason"] for record in rejected}
+    assert reasons["keys/id_rsa"] == "mostly_redacted"
+    assert "mostly_redacted" in materialization.metadata["rejections_by_reason"].value

@@ -29,12 +29,14 @@ from coder_assets.core.fim import (
     REPO_NAME,
     FimConfig,
     FimConfigError,
+    FimFormatError,
     FimSample,
     FimSpan,
     choose_spans,
     contains_special_tokens,
     context_chars,
     escape_special_tokens,
+    fim_documents,
     fim_samples_for_file,
     format_fim,
     format_repo_fim,
@@ -677,3 +679,35 @@ def test_sample_repos_yield_all_strategies_and_keep_the_invariant(tmp_path: Path
     assert files >= 20
     assert set(strategies) == set(FIM_STRATEGIES)
     assert sum(strategies.values()) == 2 * files
+
+
+@pytest.mark.parametrize("strategy", ["random_span", "line_span", "syntax_span"])
+def test_spans_never_start_or_end_inside_a_placeholder(strategy: str) -> None:
+    text = "".join(
+        f'def connect_{n}(url):\n    token = "<SECRET_GITEA_TOKEN_{n}>"\n'
+        f"    headers = {{'Authorization': '<SECRET_AUTH_HEADER_{n}>'}}\n"
+        f"    return call(url, token, headers)\n\n"
+        for n in range(1, 6)
+    )
+    placeholders = [m.span() for m in re.finditer(r"<SECRET_[A-Z_]+_\d+>", text)]
+    config = FimConfig(
+        samples_per_file=4,
+        strategy_weights=((strategy, 1.0),),
+        max_middle_chars=60,
+    )
+    spans = [
+        span for seed in range(150) for span in choose_spans(text, "python", f"{seed:040x}", config)
+    ]
+    assert len(spans) > 300
+    for span in spans:
+        for at in (span.start, span.end):
+            assert not any(start < at < end for start, end in placeholders), (strategy, at)
+
+
+def test_fim_documents_read_the_files_in_file_order() -> None:
+    plain = format_fim("a\n", "c\n", "b\n")
+    assert fim_documents(plain) == [("", "a\nb\nc\n")]
+    with_context = format_repo_fim("homelab/app", [("x.py", "x = 1")], "y.py", "a", "c", "b")
+    assert fim_documents(with_context) == [("x.py", "x = 1"), ("y.py", "abc")]
+    with pytest.raises(FimFormatError):
+        fim_documents("no markers here")
