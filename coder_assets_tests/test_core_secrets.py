@@ -382,11 +382,11 @@ def test_non_secrets_are_not_findings(scanner: SecretScanner, path: str, text: s
 def test_commit_shas_are_kept_but_the_same_hex_as_a_token_is_not(scanner: SecretScanner) -> None:
     kept = f"commit: {COMMIT_SHA}\nrevision: {COMMIT_SHA}\nparent_sha = '{COMMIT_SHA}'\n"
     assert [f for f in scanner.scan(kept, "state.yaml") if f.secret_type == "gitea_token"] == []
-    # A quoted SHA is still flagged by detect-secrets' hex entropy plugin (accepted).
+    # Quoted, detect-secrets' hex entropy plugin finds it; it counts only under a secret's key.
     quoted = f'{{"ref": "{COMMIT_SHA}"}}'
-    assert {f.secret_type for f in scanner.scan(quoted, "release.json")} == {
-        "high_entropy_hex_string"
-    }
+    assert scanner.scan(quoted, "release.json") == []
+    keyed = f'{{"webhook_secret": "{COMMIT_SHA}"}}'
+    assert scanner.scan(keyed, "release.json") != []
     for text in (
         f"token: {COMMIT_SHA}\n",
         f'GITEA_TOKEN = "{COMMIT_SHA}"\n',
@@ -535,7 +535,8 @@ PLUGIN_EXAMPLES = [
     "bot 123456789:" + "AAb1_" * 7 + "\n",
     "AC" + "a1b2" * 8 + "\n",
     "SK" + "c3d4" * 8 + "\n",
-    'sha = "' + hashlib.sha1(b"x").hexdigest() + '"\n',
+    # hex counts only under a secret's key (a bare `sha = "..."` is a commit)
+    'signing_key = "' + hashlib.sha1(b"x").hexdigest() + '"\n',
     'blob = "' + base64.b64encode(hashlib.sha256(b"y").digest()).decode() + '"\n',
     "contraseña = 'Qwerty-1234'\n",
 ]

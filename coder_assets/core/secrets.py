@@ -16,7 +16,10 @@ widest member; on equal spans the more specific rule names it).
    cannot trust a comment in the code it protects, and a secret is a secret in any file. The
    keyword plugin uses the patterns of the file's language plus the quoted ones (a Go struct
    literal `Password: "..."`); in source code only its string literals count, and never the
-   value of a key that names a reference (`secretName`, `existingSecret`, `*_FILE`, `*_PATH`).
+   value of a key that names a reference (`secretName`, `existingSecret`, `*_FILE`, `*_PATH`),
+   nor a name held by a key that ends in `secret` or `key` (`githubConfigSecret: runner-secret`,
+   `passwordKey: admin-password`, an ExternalSecret's `secretKey: github_app_id`; `yaml_secret`
+   skips those too), nor a value equal to the key's last word (`PASSWORD = "PASSWORD"`).
    Each plugin runs only on the lines that can hold one of its findings (`_LINE_TRIGGERS`).
 2. Our rules for what homelab code holds and the plugins miss (`custom_rules`):
 
@@ -42,7 +45,8 @@ widest member; on equal spans the more specific rule names it).
      `revision`, `version`, `hash`, `digest`, `checksum`, `tree`, `parent`, `head`, `base`,
      `oid`, `tag`, `id`, `fingerprint`, `before`, `after`, `pin`, ...); a bare SHA in prose, in a
      command (`git checkout <sha>`) or pinned in `uses: owner/action@<sha>` is no token either.
-     (A quoted SHA is still flagged by detect-secrets' hex entropy plugin; accepted.)
+     detect-secrets' hex entropy findings count only under a key that names a secret, so a
+     quoted SHA, image digest or checksum stays; `sha512-...` integrity hashes stay too.
    - `url_credentials`: the `user:password` of `scheme://user:password@host`; scheme and host
      stay. `cli_credentials`: `curl -u user:password` (not `-u 1000:1000`).
    - `auth_header`: the literal value of `Authorization: Bearer|token|Basic <value>` (a 40-hex
@@ -187,6 +191,8 @@ def redacted_line_fraction(text: str) -> float:
 
 _NOT_SECRET_WORDS = frozenset(
     "null ~ none nil true false yes no on off undefined redacted [redacted] (redacted)"
+    # GitHub Actions: `id-token: write` is a permission, `secrets: inherit` passes them on
+    " read write read-all write-all inherit"
     # type annotations in documentation (`token: str`)
     " str string bytes int bool secretstr optional[str] str|none".split()
 )
@@ -282,6 +288,46 @@ def _is_secret_name(name: str, *, any_key: bool = True) -> bool:
 def _is_reference_name(name: str) -> bool:
     parts = _name_parts(name)
     return bool(parts) and (parts[0] == "existing" or parts[-1] in _REFERENCE_LAST_WORDS)
+
+
+# A value that names a Kubernetes object or a key inside one: lowercase words joined by `-`,
+# `_` or `.`, one of which says what it names (`home-operations-runner-secret`,
+# `admin-password`, `github_app_id`, `token`).
+_OBJECT_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
+_OBJECT_NAME_WORDS = frozenset(
+    "secret secrets creds cred credential credentials tls auth token tokens password passwords"
+    " passwd pass key keys cert certs certificate id user username apikey private public"
+    " client".split()
+)
+
+
+def _names_a_secret(key: str, value: str) -> bool:
+    """Is `value`, held by the secret-looking `key`, the name of a Secret or of a key inside
+    one rather than a credential? Only for keys whose last word is `secret` or `key`
+    (`githubConfigSecret`, `passwordKey`, an ExternalSecret's `secretKey`), and only for
+    lowercase names with a word that says what they name."""
+    parts = _name_parts(key)
+    if not parts or parts[-1] not in ("secret", "key") or not _OBJECT_NAME.fullmatch(value):
+        return False
+    return bool(set(re.split(r"[-_.]", value)) & _OBJECT_NAME_WORDS)
+
+
+# Digests and checksums: hex of a hash's length, and Subresource-Integrity / Nix hashes.
+_HASH_VALUE = re.compile(r"(?:sha1|sha256|sha384|sha512|md5)[-:][A-Za-z0-9+/=_\-]+")
+
+
+def _is_hash_lookalike(secret_type: str, line: str, start: int, end: int) -> bool:
+    """A high-entropy finding that is a commit SHA, image digest or checksum: hex only counts
+    when its key names a secret (`SECRET_KEY = "<64 hex>"`); pinned SHAs and checksums
+    (`ref: "<sha>"`, `checksum = "<hex>"`, `EXPECTED_SHA256=...`) do not, nor do `sha512-...`
+    integrity hashes."""
+    value = line[start:end]
+    if secret_type == "high_entropy_string":
+        return bool(_HASH_VALUE.fullmatch(value))
+    if secret_type != "high_entropy_hex_string":
+        return False
+    key = _KEY_BEFORE_VALUE.search(line, max(0, start - 200), start)
+    return key is None or not _is_secret_name(key["key"])
 
 
 def _assignment_type(name: str, default: str) -> str:
@@ -653,7 +699,10 @@ def _yaml_key_values(t: _Text) -> Iterator[tuple[str, int, int]]:
         key = t.text[m.start("key") : m.end("key")]
         if _is_secret_name(key):
             span = _yaml_value_span(t.text, m.end(), len(m["lead"]))
-            if span and not _is_placeholder(t.text[span[0] : span[1]]):
+            if span is None:
+                continue
+            value = t.text[span[0] : span[1]]
+            if not _is_placeholder(value) and not _names_a_secret(key, value):
                 yield key, span[0], span[1]
 
 
@@ -881,6 +930,9 @@ def _plugin_spans(
     located: set[str] = set()
     for start, end in _match_spans(plugin, line, keyword_groups):
         value = line[start:end]
+        if _is_hash_lookalike(_type_for_plugin(plugin), line, start, end):
+            located.add(value)
+            continue
         if value in values and (
             not isinstance(plugin, KeywordDetector)
             or _keyword_occurrence_ok(line, start, end, t.code)
@@ -949,7 +1001,12 @@ def _keyword_occurrence_ok(line: str, start: int, end: int, code: bool) -> bool:
     if code and (start == 0 or line[start - 1] not in "\"'`"):
         return False
     key = _KEY_BEFORE_VALUE.search(line, max(0, start - 200), start)
-    return key is None or not _is_reference_name(key["key"])
+    if key is None:
+        return True
+    value, name = line[start:end], key["key"]
+    if value.lower() == (_name_parts(name) or [""])[-1]:  # `PASSWORD = "PASSWORD"`
+        return False
+    return not _is_reference_name(name) and not _names_a_secret(name, value)
 
 
 # --------------------------------------------------------------------------------------------
