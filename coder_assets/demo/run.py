@@ -18,8 +18,9 @@ from coder_assets.constants import (
 )
 from coder_assets.demo.sample_repos import create_sample_repos
 
-# The demo prints its own summary; Dagster's console logger only reports problems.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The demo prints its own summary, one line per failed step with a link to its run; the logs and
+# tracebacks stay in the runs' event logs (the UI), off the terminal.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,11 @@ def run_demo(instance: dg.DagsterInstance, until: str = "training") -> list[Demo
         if pairs or fim:
             secrets = (pairs or {}).get("secrets_total", 0)
             parts.append(f"{secrets} secrets redacted")
-        summary = ", ".join(parts) or "failed"
+        summary = ", ".join(parts)
+        if not outcome.success:
+            summary += ("\n         " if summary else "") + failure_summary(
+                instance, outcome.run_id
+            )
         results.append(DemoResult(key, head.sha, outcome.success, summary))
     if until == "repos":
         return results
@@ -167,9 +172,7 @@ def _run_training(instance: dg.DagsterInstance) -> DemoResult:
     metadata = _run_metadata(instance, run_id, "lora_adapter")
     scores = _run_metadata(instance, run_id, "eval_scores")
     if not metadata or not scores:
-        return DemoResult(
-            "training", "", False, "; ".join(_step_failures(instance, run_id)) or "failed"
-        )
+        return DemoResult("training", "", False, failure_summary(instance, run_id))
     summary = (
         f"adapter {metadata['version']}: {metadata['iterations']} iterations, train loss "
         f"{metadata['final_train_loss']}, val loss {metadata['final_val_loss']}, "
@@ -197,7 +200,7 @@ def _run_training(instance: dg.DagsterInstance) -> DemoResult:
             f"(smoke test passed; restarted: {deployed['restarted']})"
         )
     elif not success:
-        summary += "\n         " + ("; ".join(_step_failures(instance, run_id)) or "failed")
+        summary += "\n         " + failure_summary(instance, run_id)
     return DemoResult("training", "", success and bool(deployed), summary)
 
 
@@ -209,8 +212,22 @@ def _latest_deploy() -> dict[str, object] | None:
     return storage.stored(dg.AssetKey("deployed_adapter"))
 
 
+def failure_summary(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The demo's account of a failed run: each failed step with the first line of its error,
+    and where the whole story (log, traceback) is: the run's page in the UI."""
+    ui_url = os.environ.get("CODER_ASSETS_UI_URL", "http://127.0.0.1:3000").rstrip("/")
+    failures = "; ".join(_step_failures(instance, run_id)) or "the run failed before any step ran"
+    return f"{failures}\n         log and traceback: {ui_url}/runs/{run_id}  (make dev)"
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no error message"
+
+
 def _step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """What failed each failed step, as its Failure describes it (or its error message)."""
+    """Each failed step and the first line of what failed it, as its Failure describes it (or
+    its error message)."""
     messages = []
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
@@ -219,9 +236,8 @@ def _step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         data = event.step_failure_data
         described = data.user_failure_data.description if data.user_failure_data else None
         error = data.error.cause.message if data.error and data.error.cause else None
-        messages.append(
-            f"{event.step_key}: {described or error or (data.error.message if data.error else '')}"
-        )
+        message = described or error or (data.error.message if data.error else "")
+        messages.append(f"step {event.step_key} failed: {_first_line(message)}")
     return messages
 
 
@@ -266,7 +282,9 @@ def _run_dataset_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> Demo
         if failed:
             summary += f" (failed: {', '.join(failed)})"
     else:
-        summary = "failed"
+        summary = ""
+    if not outcome.success:
+        summary += ("\n         " if summary else "") + failure_summary(instance, outcome.run_id)
     if published:
         summary += f"\n         published to {published['uri']}"
         if "mlflow_run" in published:
