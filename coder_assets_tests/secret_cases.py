@@ -46,6 +46,9 @@ class _Maker:
     def aws_key_id(self) -> str:
         return "AKIA" + self.chars(string.ascii_uppercase + "234567", 16)
 
+    def nkey(self, kind: str) -> str:
+        return kind + self.chars(string.ascii_uppercase + "234567", 56)
+
     def aws_secret(self) -> str:
         return self.chars(ALNUM + "/+", 40)
 
@@ -257,6 +260,29 @@ def _secret_cases(m: _Maker) -> list[Case]:
             ["docker/config.json", "deploy/regcred.json", ".docker/config.json"][n],
             f'{{\n  "auths": {{\n    "ghcr.io": {{\n      "auth": "{auth}"\n    }}\n  }}\n}}\n',
             auth,
+        )
+    # a passphrase of plain words is a password all the same
+    add(
+        "yaml_password",
+        "apps/z/values.yaml",
+        "  admin:\n    password: homelab-admin-pass\n",
+        "homelab-admin-pass",
+    )
+    for n in range(4):
+        seed = m.nkey("SU" if n % 2 == 0 else "SA")
+        add(
+            "nkey_seed",
+            ["nats/app.creds", "nats/sys.nkey", "internal/auth/auth_test.go", "nats/values.yaml"][
+                n
+            ],
+            [
+                f"-----BEGIN NATS USER JWT-----\n{m.jwt()}\n------END NATS USER JWT------\n\n"
+                f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n",
+                f"{seed}\n",
+                f'const testSeed = "{seed}"\n',
+                f"accounts:\n  SYS:\n    seed: {seed}\n",
+            ][n],
+            seed,
         )
     for _ in range(2):
         password = m.password()
@@ -580,6 +606,18 @@ def _lookalike_cases(m: _Maker) -> list[Case]:
             'PASSWORD = "PASSWORD"\nassert login("admin", PASSWORD)\n',
         ),
         ("reference", "app/settings.py", 'SECRET_KEY_NAME = "django-secret-key"\n'),
+        ("reference", "README.md", 'secret=Secret(group="openai-secret", key="api-key"),\n'),
+        ("reference", "pipelines/eager.py", 'EAGER_TAG_ROOT_KEY = "eager-root-exec"\n'),
+        ("reference", "pipelines/secrets.py", 'ctx = SecretsManager(secrets_prefix="_UNION_")\n'),
+        ("reference", "config/auth.yaml", "  clientSecretLocation: configs/fake_secret\n"),
+        ("reference", "plugins/wandb.py", 'WANDB_SECRET_GROUP = "wandb-api-group"\n'),
+        ("reference", "docs/cli.md", "flyte-cli -u ex:flyteexamples:development:train-wf\n"),
+        ("pinned_sha", "tests/test_remote.py", f'wf = remote.fetch_workflow(version="{sha[0]}")\n'),
+        (
+            "public",
+            "nats/accounts.yaml",
+            "users:\n  - user: U" + m.chars(string.ascii_uppercase + "234567", 55) + "\n",
+        ),
     ]
     return [Case(kind, path, text) for kind, path, text in cases]
 

@@ -234,6 +234,35 @@ def test_content_clusters_join_files_through_shared_and_near_duplicate_units() -
     assert clusters["d1"] == "file:r/x:d.py"
 
 
+def test_records_that_read_alike_share_a_split(tmp_path: Path, tokenizer, decontaminator) -> None:
+    """Short stub files differ as files (under the dedup threshold) yet their FIM records, the
+    differing part cut out as the middle, read almost the same: they must not straddle splits."""
+    stubs = []
+    for n in range(40):
+        name = "_".join(random.Random(n).sample(WORDS, 2))
+        prefix = "Module reference\n================\n\n.. automodule:: homelab.api\n"
+        suffix = "   :members:\n   :show-inheritance:\n"
+        middle = f"   :synopsis: {name} {n}\n"
+        record = FimRecord(
+            sample_id=f"stub-{n:02d}",
+            strategy="line_span",
+            language="text",
+            text=format_fim(prefix, suffix, middle),
+            repo="homelab/app",
+            commit_sha="c" * 40,
+            path=f"docs/api/{name}_{n}.rst",
+            blob_sha=f"{n + 5000:040x}",
+            start_line=5,
+            end_line=5,
+        )
+        stubs.append(from_fim(record))
+    build = _build(_samples(fims=30) + stubs, tokenizer, decontaminator, tmp_path / "out")
+    assert build.manifest["dedup"]["record_links"] > 0
+    assert dataset_checks.cross_split_duplicates(tmp_path / "out") == []
+    provenance = read_table(tmp_path / "out" / PROVENANCE_FILE)
+    assert len({r["split"] for r in provenance if r["sample_id"].startswith("stub-")}) == 1
+
+
 def test_a_repo_whose_fim_samples_disagree_about_a_file_is_named() -> None:
     good = asdict(_fim(3, 2))
     other = asdict(_fim(3, 5))

@@ -192,6 +192,11 @@ class DatasetSplitsConfig(MinHashSettings):
         description="System message of every rendered instruction pair.",
     )
     decontam_ngram: int = Field(default=13, description="Word n-gram overlap that contaminates.")
+    split_link_jaccard: float = Field(
+        default=0.6,
+        description="Records at least this alike (exact Jaccard of token shingles) share a split; "
+        "below the duplicate check's 0.7 so the check's own tokens cannot see a leak.",
+    )
 
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(
@@ -208,6 +213,7 @@ class DatasetSplitsConfig(MinHashSettings):
                 over_length=self.over_length,
             ),
             decontam_ngram=self.decontam_ngram,
+            split_link_jaccard=self.split_link_jaccard,
         )
 
 

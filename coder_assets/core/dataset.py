@@ -50,7 +50,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from coder_assets.core.decontam import Decontaminator
-from coder_assets.core.dedup import DedupConfig, Sample, deduplicate, lsh_params, signatures
+from coder_assets.core.dedup import (
+    DedupConfig,
+    Sample,
+    deduplicate,
+    lsh_params,
+    shingle_hash_arrays,
+    signatures,
+    similarity_join,
+)
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.files import atomic_path, write_json_atomic
 from coder_assets.core.fim import FILE_SEP, FIM_PREFIX, FimFormatError, fim_documents
@@ -89,6 +97,9 @@ class DatasetConfig:
     format: FormatConfig = field(default_factory=FormatConfig)
     decontam_ngram: int = 13
     decontam_min_substring_chars: int = 40
+    # Records at least this alike share a split: under the 0.7 of the record-level duplicate
+    # check, whose own tokens and shingles may see a pair a little closer than dedup's do.
+    split_link_jaccard: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -351,21 +362,9 @@ def build_dataset(
         else:
             survivors.append(sample)
 
-    # 3. splits by content cluster
-    cluster_of = content_clusters(clean, result.clusters)
-    groups = {s.sample_id: cluster_of[s.sample_id] for s in survivors}
-    times = None
-    if config.splits.test_after is not None:
-        times = {
-            s.sample_id: committed_at[s.commit_sha]
-            for s in survivors
-            if committed_at and s.commit_sha in committed_at
-        }
-    split_of = assign_splits(groups, config.splits, times)
-
-    # 4. formatting within the token budget
+    # 3. formatting within the token budget
     say(f"formatting {len(survivors)} samples (max_seq_length {config.format.max_seq_length})")
-    lines: dict[str, list[tuple[Record, SourceSample]]] = {split: [] for split in SPLITS}
+    formatted: list[tuple[SourceSample, list[Record]]] = []
     split_samples: Counter[str] = Counter()
     for sample in survivors:
         records, reason = _records(sample, tokenizer, config.format)
@@ -374,12 +373,29 @@ def build_dataset(
             continue
         if len(records) > 1:
             split_samples[sample.kind] += 1
+        formatted.append((sample, records))
+
+    # 4. splits by content cluster, records that read alike joined too
+    first = content_clusters(clean, result.clusters)
+    links = record_links(formatted, first, config)
+    cluster_of = content_clusters(clean, result.clusters, links) if links else first
+    groups = {s.sample_id: cluster_of[s.sample_id] for s, _ in formatted}
+    times = None
+    if config.splits.test_after is not None:
+        times = {
+            s.sample_id: committed_at[s.commit_sha]
+            for s, _ in formatted
+            if committed_at and s.commit_sha in committed_at
+        }
+    split_of = assign_splits(groups, config.splits, times)
+    lines: dict[str, list[tuple[Record, SourceSample]]] = {split: [] for split in SPLITS}
+    for sample, records in formatted:
         lines[split_of[sample.sample_id]].extend((record, sample) for record in records)
     empty = [split for split in SPLITS if not lines[split]]
     if empty:
         raise DatasetError(
-            f"the {' and '.join(empty)} split would be empty ({len(survivors)} samples from "
-            f"{len(set(groups.values()))} source files after decontamination and dedup): add "
+            f"the {' and '.join(empty)} split would be empty ({len(formatted)} samples in "
+            f"{len(set(groups.values()))} content clusters after decontamination and dedup): add "
             "repositories, or raise valid_fraction / test_fraction in the dataset_splits config"
         )
 
@@ -413,9 +429,7 @@ def build_dataset(
     for name in (PROVENANCE_FILE, DROPPED_FILE):
         path = out_dir / name
         files[name] = {"sha256": _file_sha256(path), "bytes": path.stat().st_size}
-    unit_rows = sorted(
-        {(s.unit_id, split_of[s.sample_id]) for s in survivors if s.sample_id in split_of}
-    )
+    unit_rows = sorted({(s.unit_id, split_of[s.sample_id]) for s, _ in formatted})
     _write_table(
         out_dir / UNITS_FILE,
         [{"unit_id": u, "split": sp, "text": units[u]} for u, sp in unit_rows],
@@ -438,6 +452,7 @@ def build_dataset(
             "candidate_pairs": result.candidate_pairs,
             "verified_pairs": result.verified_pairs,
             "merged_pairs": len(result.merged_pairs),
+            "record_links": len(links),
         },
         decontaminator=decontaminator,
         config=config,
@@ -541,13 +556,16 @@ def _kept_places(samples: Iterable[SourceSample]) -> dict[str, tuple[str, str]]:
 
 
 def content_clusters(
-    samples: Iterable[SourceSample], unit_clusters: Mapping[str, str]
+    samples: Iterable[SourceSample],
+    unit_clusters: Mapping[str, str],
+    links: Iterable[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """sample id -> the id of its content cluster, the unit that decides its split.
 
     Samples are joined when they come from one source file (repo, path), share a dedup unit (the
-    same text at several places), or their units share a near-duplicate cluster
-    (`unit_clusters`: unit id -> cluster id, from deduplication); joining is transitive. A
+    same text at several places), their units share a near-duplicate cluster
+    (`unit_clusters`: unit id -> cluster id, from deduplication), or `links` pairs their ids
+    (records that read alike, `record_links`); joining is transitive. A
     cluster's id is its smallest source file, so edits to a file never move its samples to
     another split, and only new near-copies or copies join clusters.
     """
@@ -567,18 +585,39 @@ def content_clusters(
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    items = list(samples)
-    for sample in items:
+    file_of = {}
+    for sample in samples:
         # File nodes sort before unit nodes ("f" < "u"), so a root is always a source file.
-        file_node = f"file\0{sample.repo}\0{sample.path}"
+        file_node = file_of[sample.sample_id] = f"file\0{sample.repo}\0{sample.path}"
         union(file_node, f"unit\0{sample.unit_id}")
         cluster = unit_clusters.get(sample.unit_id)
         if cluster is not None:
             union(file_node, f"unit\0{cluster}")
-    return {
-        sample.sample_id: find(f"file\0{sample.repo}\0{sample.path}").replace("\0", ":")
-        for sample in items
-    }
+    for a, b in links:
+        union(file_of[a], file_of[b])
+    return {sample_id: find(node).replace("\0", ":") for sample_id, node in file_of.items()}
+
+
+def record_links(
+    formatted: Sequence[tuple[SourceSample, Sequence[Record]]],
+    cluster_of: Mapping[str, str],
+    config: DatasetConfig,
+) -> list[tuple[str, str]]:
+    """Pairs of sample ids from different clusters whose records read alike: exact Jaccard of
+    their token shingles `>= config.split_link_jaccard`, over the record texts as they will be
+    written (template and all). Dedup compares what samples teach (whole files, pairs); a record
+    shows less (a short file's FIM cut, a pair in its chat template) and can come out closer to
+    another than its unit did. Joined, such records land in one split."""
+    owners = [sample.sample_id for sample, records in formatted for _ in records]
+    texts = [record.text for _, records in formatted for record in records]
+    sets = [
+        frozenset(hashes.tolist())
+        for hashes in shingle_hash_arrays(texts, config.dedup.shingle_size)
+    ]
+    pairs = similarity_join(
+        sets, config.split_link_jaccard, [cluster_of[owner] for owner in owners]
+    )
+    return sorted({(owners[i], owners[j]) for i, j, _ in pairs})
 
 
 _PROVENANCE_SCHEMA = pa.schema(
@@ -697,5 +736,6 @@ def _manifest(
             "format": asdict(config.format),
             "decontam_ngram": config.decontam_ngram,
             "decontam_min_substring_chars": config.decontam_min_substring_chars,
+            "split_link_jaccard": config.split_link_jaccard,
         },
     }

@@ -8,14 +8,13 @@ trust what the builder believed it wrote.
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from coder_assets.core.decontam import Decontaminator
+from coder_assets.core.dedup import similarity_join
 from coder_assets.core.fim import FimFormatError, fim_documents
 from coder_assets.core.formatting import TEXT_KEY, count_tokens
 from coder_assets.core.secrets import SecretScanner
@@ -132,40 +131,9 @@ def duplicate_record_pairs(
     records: list[tuple[str, str]], threshold: float = DUPLICATE_JACCARD
 ) -> list[tuple[int, int, float]]:
     """Every pair (i, j, jaccard) of `records` ((group, text) each) in DIFFERENT groups whose
-    shingle sets have exact Jaccard >= `threshold`, found exactly, without sampling: prefix
-    filtering orders each set's shingles from rarest to most common, and two sets with Jaccard
-    >= t must share one of the first |A| - ceil(t|A|) + 1 shingles of each (if they shared none,
-    the overlap would be too small). Candidates are then verified with the exact Jaccard."""
+    shingle sets (`record_shingles`) have exact Jaccard >= `threshold`, all of them."""
     sets = [record_shingles(text) for _, text in records]
-    frequency: Counter[tuple[str, ...]] = Counter(sh for shingles in sets for sh in shingles)
-    rank = {sh: n for n, (sh, _) in enumerate(sorted(frequency.items(), key=_rarest_first))}
-    index: dict[int, list[int]] = defaultdict(list)
-    candidates: set[tuple[int, int]] = set()
-    for i, shingles in enumerate(sets):
-        if not shingles:
-            continue
-        ordered = sorted(rank[sh] for sh in shingles)
-        prefix = len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1
-        for token in ordered[:prefix]:
-            for j in index[token]:
-                if records[j][0] != records[i][0]:
-                    candidates.add((j, i))
-            index[token].append(i)
-    pairs = []
-    for i, j in sorted(candidates):
-        a, b = sets[i], sets[j]
-        if min(len(a), len(b)) < threshold * max(len(a), len(b)):
-            continue
-        shared = len(a & b)
-        similarity = shared / (len(a) + len(b) - shared)
-        if similarity >= threshold:
-            pairs.append((i, j, similarity))
-    return pairs
-
-
-def _rarest_first(item: tuple[tuple[str, ...], int]) -> tuple[int, tuple[str, ...]]:
-    shingle, count = item
-    return count, shingle
+    return similarity_join(sets, threshold, [group for group, _ in records])
 
 
 def cross_split_duplicates(directory: Path, threshold: float = DUPLICATE_JACCARD) -> list[str]:

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +156,7 @@ def lsh_params(config: DedupConfig) -> tuple[int, int]:
 def shingles(text: str, size: int) -> set[int]:
     """The set of hashed `size`-gram token shingles of `text` (32-bit ints). A text with fewer
     than `size` tokens has one shingle, its whole token tuple; a text without tokens has none."""
-    (hashes,) = _shingle_hashes([text], size)
+    (hashes,) = shingle_hash_arrays([text], size)
     return set(hashes.tolist())
 
 
@@ -181,7 +183,7 @@ def signatures(samples: Iterable[tuple[str, str]], config: DedupConfig) -> dict[
     batch_docs = 4096
     for start in range(0, len(items), batch_docs):
         batch = items[start : start + batch_docs]
-        per_doc = _shingle_hashes([text for _, text in batch], config.shingle_size)
+        per_doc = shingle_hash_arrays([text for _, text in batch], config.shingle_size)
         matrix = _minhash_matrix(per_doc, a, b)
         for offset, (sample_id, _) in enumerate(batch):
             result[sample_id] = matrix[offset] if len(per_doc[offset]) else empty.copy()
@@ -229,7 +231,7 @@ def deduplicate(
     shingle_sets = dict(
         zip(
             involved,
-            (set(h.tolist()) for h in _shingle_hashes(
+            (set(h.tolist()) for h in shingle_hash_arrays(
                 [samples[reps[i]].text for i in involved], config.shingle_size
             )),
             strict=True,
@@ -271,6 +273,49 @@ def deduplicate(
         verified_pairs=verified,
         merged_pairs=sorted(merged),
     )
+
+
+def similarity_join(
+    sets: Sequence[frozenset[Hashable] | set[Hashable]],
+    threshold: float,
+    groups: Sequence[Hashable] | None = None,
+) -> list[tuple[int, int, float]]:
+    """Every pair `(i, j, jaccard)`, i < j, of `sets` whose exact Jaccard is `>= threshold`, and
+    only pairs in different `groups` when groups are given; exact, without sampling.
+
+    Prefix filtering: with the elements of every set ordered from rarest to most common, two
+    sets with Jaccard >= t share at least ceil(t * |A|) elements, so they share one of the first
+    |A| - ceil(t * |A|) + 1 elements of each; only pairs that do are verified. Rare elements
+    come first, so the candidate lists stay short."""
+    frequency: Counter[Hashable] = Counter(element for items in sets for element in items)
+    rank = {
+        element: n
+        for n, (element, _) in enumerate(
+            sorted(frequency.items(), key=lambda item: (item[1], repr(item[0])))
+        )
+    }
+    index: dict[int, list[int]] = {}
+    candidates: set[tuple[int, int]] = set()
+    for i, items in enumerate(sets):
+        if not items:
+            continue
+        ordered = sorted(rank[element] for element in items)
+        prefix = len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1
+        for element in ordered[:prefix]:
+            for j in index.setdefault(element, []):
+                if groups is None or groups[i] != groups[j]:
+                    candidates.add((j, i))
+            index[element].append(i)
+    pairs = []
+    for i, j in sorted(candidates):
+        a, b = sets[i], sets[j]
+        if min(len(a), len(b)) < threshold * max(len(a), len(b)):
+            continue  # even a full overlap would stay under the threshold
+        shared = len(a & b)
+        similarity = shared / (len(a) + len(b) - shared)
+        if similarity >= threshold:
+            pairs.append((i, j, similarity))
+    return pairs
 
 
 def save_signatures(path: str | Path, sigs: Mapping[str, np.ndarray]) -> None:
@@ -333,7 +378,7 @@ def _token_hash(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _shingle_hashes(texts: Sequence[str], size: int) -> list[np.ndarray]:
+def shingle_hash_arrays(texts: Sequence[str], size: int) -> list[np.ndarray]:
     """Per text, the uint64 array (values < 2**32) of its shingle hashes, vectorised over all
     texts: token ids through one vocabulary, 64-bit token hashes, then a polynomial over each
     window of `size` token hashes, finalised and cut to 32 bits."""

@@ -29,6 +29,9 @@ widest member; on equal spans the more specific rule names it).
      code) is covered with the base64 lines that follow it. PuTTY keys up to `Private-MAC`.
    - `age_key`: `AGE-SECRET-KEY-1` and its bech32 characters (58 in a real key; shorter or
      longer runs are covered too).
+   - `nkey_seed`: NATS nkey seeds (`SU...`, `SA...`, `SO...`: `S`, the key type, 56 more base32
+     characters), also inside a `.creds` file's `NKEY SEED` block. Public nkeys (`U...`,
+     `A...`) stay.
    - `kubeconfig_client_key`: the value of `client-key-data`. `client-certificate-data` and
      `certificate-authority-data` are public certificates and stay.
    - `kubeconfig_token`: `token` (and `id-token`, `refresh-token`, `access-token`,
@@ -72,9 +75,15 @@ widest member; on equal spans the more specific rule names it).
    `$ANSIBLE_VAULT`) - dropping SOPS files whole is the repository filters' job; file paths
    (`/run/secrets/db`, `~/.ssh/id_ed25519`); secret-manager references (`vault:`, `op://`,
    `ref+`, `arn:`); an UPPER_SNAKE secret name used as a value (the name of an environment
-   variable); the name itself (`PASS = "PASS"`); in source code, a string with spaces (a message,
-   not a credential). Literal defaults such as `changeme`, `admin` or `password` ARE secrets:
-   in homelab code they are usually the credential in use, and redacting them costs nothing.
+   variable) or any capitals-only name (`_UNION_`); the name itself (`PASS = "PASS"`); values
+   under four characters; lowercase words that describe a value (`openai-secret`,
+   `neptune_api_token`, `your-secret-key`, `wandb-api-group`: joined by `-`, `_` or `.`, with
+   a word such as secret, token, key, group, name, my, test, fake or example); in source code, a
+   string with spaces (a message, not a credential) or lowercase words held by a `*_KEY`
+   constant (a lookup key); in prose and configuration, an unquoted value that is code
+   (`secret=Secret(group=...)`). Literal defaults such as `changeme`, `admin` or `password` ARE
+   secrets: in homelab code they are usually the credential in use, and redacting them costs
+   nothing; so is a passphrase of plain words (`homelab-admin-pass`).
 
 A scan without a path treats the text as source code (see `_Text`); pass the repository path of
 configuration files (`.env`, YAML, Dockerfile) to get their rules.
@@ -206,6 +215,16 @@ _PATH_VALUE = re.compile(
     r"(?:/[\w.\-]*)*"
 )
 _ENV_NAME_VALUE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+# `_UNION_`, `_FSEC_`: prefixes and names in capitals, not credentials.
+_CAPS_NAME = re.compile(r"_*[A-Z]+(?:_+[A-Z]+)*_*")
+# Lowercase words that describe a value instead of being one: `openai-secret`,
+# `neptune_api_token`, `your-secret-key`, `mocked_openai_api_key`, `wandb-api-group`. Words
+# such as `pass` or `admin` do not count: `homelab-admin-pass` may well be the password in use.
+_DESCRIPTIVE_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)+")
+_DESCRIPTIVE_WORDS = frozenset(
+    "secret secrets token tokens key keys creds credentials group prefix name my your test"
+    " fake dummy example sample mock mocked placeholder foo bar".split()
+)
 
 
 def _is_placeholder(value: str) -> bool:
@@ -221,7 +240,9 @@ def _is_placeholder(value: str) -> bool:
         return True
     if v.lower() in _NOT_SECRET_WORDS or v.lower().startswith(_REFERENCE_PREFIXES):
         return True
-    if _PATH_VALUE.fullmatch(v):
+    if _PATH_VALUE.fullmatch(v) or len(v) < 4 or _CAPS_NAME.fullmatch(v):
+        return True
+    if _DESCRIPTIVE_NAME.fullmatch(v) and set(re.split(r"[-_.]", v)) & _DESCRIPTIVE_WORDS:
         return True
     return bool(_ENV_NAME_VALUE.fullmatch(v) and _is_secret_name(v))
 
@@ -253,7 +274,8 @@ _PASS_NOT_SECRET = frozenset("by first second multi single render compile".split
 # The last word of a name that points at a secret instead of holding it (`secretName`).
 _REFERENCE_LAST_WORDS = frozenset(
     "name names ref file path dir env var arn id type kind length len count size ttl"
-    " template label header field prompt".split()
+    " template label header field prompt location group prefix url uri endpoint provider store"
+    " scope mount format mode source backend version".split()
 )
 
 
@@ -322,11 +344,12 @@ def _is_hash_lookalike(secret_type: str, line: str, start: int, end: int) -> boo
     (`ref: "<sha>"`, `checksum = "<hex>"`, `EXPECTED_SHA256=...`) do not, nor do `sha512-...`
     integrity hashes."""
     value = line[start:end]
-    if secret_type == "high_entropy_string":
-        return bool(_HASH_VALUE.fullmatch(value))
-    if secret_type != "high_entropy_hex_string":
+    if secret_type not in ("high_entropy_string", "high_entropy_hex_string"):
         return False
     key = _KEY_BEFORE_VALUE.search(line, max(0, start - 200), start)
+    if secret_type == "high_entropy_string":
+        named_hash = key is not None and set(_name_parts(key["key"])) & _HASH_KEY_WORDS
+        return bool(_HASH_VALUE.fullmatch(value) or named_hash)
     return key is None or not _is_secret_name(key["key"])
 
 
@@ -488,6 +511,9 @@ _GIT_OBJECT_WORDS = frozenset(
     " head base oid tag id fingerprint fp etag object blob before after merge pin pinned"
     " snapshot".split()
 )
+_HASH_KEY_WORDS = _GIT_OBJECT_WORDS | frozenset(
+    "integrity sha256 sha512 md5 pbhash expected nar narhash".split()
+)
 _URL_CREDENTIALS = re.compile(
     r"://(?P<cred>(?P<user>[^\s:/?#@\"'`<>\[\]{}]*):(?P<password>[^\s/?#\"'`<>]*[^\s/?#\"'`<>@]))"
     r"@[A-Za-z0-9_.\-\[\]]+"
@@ -564,6 +590,14 @@ def _age_keys(t: _Text) -> Iterator[_Candidate]:
             yield m.start(), m.end(), "age_key"
 
 
+_NKEY_SEED = re.compile(r"(?<![A-Z2-7])S[UAONCX][A-Z2-7]{56}(?![A-Z2-7])")
+
+
+def _nkey_seeds(t: _Text) -> Iterator[_Candidate]:
+    for m in _NKEY_SEED.finditer(t.text):
+        yield m.start(), m.end(), "nkey_seed"
+
+
 def _kubeconfig_client_keys(t: _Text) -> Iterator[_Candidate]:
     if "client-key-data" in t.text:
         for m in _CLIENT_KEY_DATA.finditer(t.text):
@@ -626,7 +660,8 @@ def _cli_credentials(t: _Text) -> Iterator[_Candidate]:
     if "-u" in t.text:
         for m in _CLI_USER.finditer(t.text):
             password = m["cred"].split(":", 1)[1]
-            if not _is_placeholder(password) and not password.isdigit():  # `-u 1000:1000`
+            # `-u 1000:1000` is a uid:gid, `-u ex:project:domain:name` an identifier
+            if not _is_placeholder(password) and not password.isdigit() and ":" not in password:
                 yield m.start("cred"), m.end("cred"), "cli_credentials"
 
 
@@ -658,6 +693,11 @@ def _env_assignments(t: _Text) -> Iterator[_Candidate]:
             start, end = start + 1, end - 1
         elif t.code:
             continue
+        else:
+            # Code quoted in prose (`secret=Secret(group="x")`, `key=name)`): an expression.
+            end = start + len(text[start:end].rstrip(",;)]}"))
+            if "(" in text[start:end] or "[" in text[start:end]:
+                continue
         if end > start and _is_assigned_secret(name, text[start:end], t.code):
             yield start, end, _assignment_type(name, "env_assignment")
     if t.dockerfile or not t.code:
@@ -671,10 +711,15 @@ def _env_assignments(t: _Text) -> Iterator[_Candidate]:
 def _is_assigned_secret(name: str, value: str, code: bool) -> bool:
     """Is `value`, assigned to the secret-looking `name`, a secret? Not when it is a
     placeholder, the name itself (`PASS = "PASS"`), or in code a string with spaces (a message
-    or a parser's token, not a credential)."""
+    or a parser's token, not a credential) or lowercase words held by a `*_KEY` constant."""
     if _is_placeholder(value) or value.lower() == _name_parts(name)[-1]:
         return False
+    if code and _name_parts(name)[-1] == "key" and _WORDS_NAME.fullmatch(value):
+        return False  # `EAGER_TAG_ROOT_KEY = "eager-root-exec"`: a lookup key's name
     return not (code and any(c.isspace() for c in value))
+
+
+_WORDS_NAME = re.compile(r"[a-z]+(?:[-_.][a-z]+)+")
 
 
 def _env_pairs(t: _Text) -> Iterator[_Candidate]:
@@ -766,6 +811,7 @@ def _netrc_passwords(t: _Text) -> Iterator[_Candidate]:
 _CUSTOM_RULES = (
     _private_keys,
     _age_keys,
+    _nkey_seeds,
     _kubeconfig_client_keys,
     _kubeconfig_tokens,
     _k8s_secret_data,
