@@ -32,7 +32,12 @@ from coder_assets.resources.datasets import (
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource, dev_model_corpus
 from coder_assets.resources.repos import LocalReposResource
-from coder_assets.resources.storage import JsonIOManager, WorkspaceResource, read_parquet
+from coder_assets.resources.storage import (
+    JsonIOManager,
+    WorkspaceResource,
+    read_parquet,
+    write_parquet_atomic,
+)
 from coder_assets_tests.conftest import commit, init_repo, resources_for
 
 REPO_GRAPH = [repo_snapshots, instruction_pairs, fim_samples, sample_signatures]
@@ -129,6 +134,37 @@ def test_sample_repos_give_a_dataset_that_passes_every_blocking_check(sample_pip
     assert metadata["repos_covered"] == "4/4"
     assert metadata["signatures_computed_here"] == 0  # every repo's stored signatures reused
     assert "| homelab/order-events-handler |" in metadata["repo_coverage"]
+
+
+def test_no_build_folder_is_left_beside_the_versions(sample_pipeline) -> None:
+    root, _, _, _ = sample_pipeline
+    assert [p.name for p in (root / "work" / "datasets").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_repo_with_unreadable_samples_is_left_out_and_named(sample_pipeline) -> None:
+    """One repo's broken samples never fail the dataset: it is left out, with the reason in the
+    metadata and the manifest, and the dataset is built from the others."""
+    root, instance, resources, _ = sample_pipeline
+    stored = root / "storage" / "fim_samples" / "homelab~homelab-flux.parquet"
+    original = stored.read_bytes()
+    frame = read_parquet(stored)
+    frame.loc[0, "text"] = "a FIM sample without its markers"
+    write_parquet_atomic(frame, stored)
+    try:
+        result = _materialize_dataset(instance, resources)
+    finally:
+        stored.write_bytes(original)
+    metadata = _metadata(result, dataset_splits)
+    assert metadata["repos_left_out"] == 1
+    assert (
+        "| homelab/homelab-flux | homelab/homelab-flux: FIM sample"
+        in (metadata["repos_left_out_why"])
+    )
+    assert "the text lacks <\\|fim_prefix\\|>" in metadata["repos_left_out_why"]
+    manifest = json.loads((Path(metadata["path"]) / MANIFEST_FILE).read_text())
+    assert set(manifest["repos_left_out"]) == {"homelab/homelab-flux"}
+    assert "homelab/homelab-flux" not in manifest["repos"]
+    assert _checks(result) == {check.check_key.name: True for check in DATASET_CHECKS}
 
 
 def test_mlx_lm_loads_the_dataset_as_text_records_within_the_length(

@@ -276,7 +276,8 @@ def dataset_splits(
             )
         samples: list[SourceSample] = []
         left_out = {
-            key: "instruction_pairs or fim_samples not materialized; materialize the partition"
+            "/".join(parse_partition_key(key)): "instruction_pairs or fim_samples is not "
+            f"materialized; materialize partition {key}"
             for key in missing
         }
         repo_commits: dict[str, str] = {}
@@ -298,7 +299,7 @@ def dataset_splits(
                 samples.extend(_source_samples(repo, pairs, fims))
             except DatasetError as exc:
                 # One repo's unreadable samples never fail the others: it is left out, and said.
-                left_out[key] = str(exc)
+                left_out[repo] = str(exc)
                 context.log.warning(f"left out {key}: {exc}")
                 continue
             repo_commits[repo] = commit
@@ -319,20 +320,21 @@ def dataset_splits(
         tokenizer = mlx_base_model.load_tokenizer()
         decontaminator = Decontaminator(load_humaneval(), ngram=dataset_config.decontam_ngram)
         root = workspace.datasets_dir()
-        build = build_dataset(
-            samples,
-            stored,
-            tokenizer,
-            decontaminator,
-            dataset_config,
-            staging_dir(root),
-            repo_commits=repo_commits,
-            base_model_version=mlx_base_model.version(),
-            committed_at=committed_at,
-            left_out=left_out,
-            progress=context.log.info,
-        )
-        directory = install_version(build.directory, root, build.version)
+        with staging_dir(root) as out:
+            build = build_dataset(
+                samples,
+                stored,
+                tokenizer,
+                decontaminator,
+                dataset_config,
+                out,
+                repo_commits=repo_commits,
+                base_model_version=mlx_base_model.version(),
+                committed_at=committed_at,
+                left_out=left_out,
+                progress=context.log.info,
+            )
+            directory = install_version(build.directory, root, build.version)
     return _dataset_result(build.manifest, directory, build.signatures_computed, stale_signatures)
 
 

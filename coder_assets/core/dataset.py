@@ -40,7 +40,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -481,11 +482,17 @@ def install_version(build_dir: Path, datasets_root: Path, version: str) -> Path:
     return target
 
 
-def staging_dir(datasets_root: Path) -> Path:
-    """A fresh path (not created) beside the versions, for `build_dataset` to write into."""
+@contextmanager
+def staging_dir(datasets_root: Path) -> Iterator[Path]:
+    """A fresh path (not created) beside the versions, for `build_dataset` to write into and
+    `install_version` to move into place. Whatever is left there when the block ends (a failed
+    or discarded build, the empty folder around it) is removed."""
     datasets_root.mkdir(parents=True, exist_ok=True)
     parent = Path(tempfile.mkdtemp(prefix=".build-", dir=datasets_root))
-    return parent / "dataset"
+    try:
+        yield parent / "dataset"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
