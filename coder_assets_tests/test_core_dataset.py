@@ -329,9 +329,12 @@ def test_every_line_has_provenance_and_fits_the_token_budget(
         rows = sorted((r for r in provenance if r["split"] == split), key=lambda r: r["line"])
         assert [r["line"] for r in rows] == list(range(1, len(texts) + 1))
         assert all(r["repo"] and r["commit_sha"] and r["path"] for r in rows)
-    parts = [r for r in provenance if r["sample_id"] == "pair-homelab/app-960"]
-    assert len(parts) > 1 and all(r["tokens"] <= 1024 for r in parts)
-    assert build.manifest["split_samples_by_kind"] == {"python_function": 1}
+    # An answer over the budget is dropped, never split into fragments.
+    assert not [r for r in provenance if r["sample_id"] == "pair-homelab/app-960"]
+    dropped = {row["sample_id"]: row for row in read_table(tmp_path / "out" / DROPPED_FILE)}
+    assert dropped["pair-homelab/app-960"]["reason"] == "over_length"
+    assert all(r["record_id"] == r["sample_id"] for r in provenance)
+    assert build.manifest["dropped"]["length"]["by_reason"] == {"over_length": 1}
     assert dataset_checks.over_length_lines(tmp_path / "out", tokenizer, 1024) == []
 
 

@@ -94,75 +94,68 @@ def test_pair_within_budget_is_one_record_with_its_id(tokenizer) -> None:
     assert records[0].text == render("return a + b\n")
 
 
-def test_long_pair_splits_at_line_boundaries_within_budget(tokenizer) -> None:
+def test_a_pair_over_the_budget_is_dropped_never_split(tokenizer) -> None:
     output = _long_output(40)
-    instruction, input = "Write the pipeline.", "def compute(a, b): ..."
-    render = _render(tokenizer, instruction, input)
+    render = _render(tokenizer, "Write the pipeline.", "def compute(a, b): ...")
     assert count_tokens(tokenizer, render(output)) > CONFIG.max_seq_length
-
     records, reason = fit_records("p2", "python_module", output, tokenizer, CONFIG, render=render)
-    assert reason is None
-    assert len(records) > 1
-    assert [r.sample_id for r in records] == [f"p2#{n}" for n in range(1, len(records) + 1)]
-    outputs = []
-    for record in records:
-        assert record.tokens == count_tokens(tokenizer, record.text) <= CONFIG.max_seq_length
-        head, _, part = record.text.partition("<|im_start|>assistant\n")
-        # Every part repeats the same system and user turns.
-        assert head == render("").partition("<|im_start|>assistant\n")[0]
-        part = part.removesuffix("<|im_end|>\n")
-        assert part.endswith("\n")  # cut at a line end, not inside a line
-        outputs.append(part)
-    assert "".join(outputs) == output
-    # Parts are filled greedily: the next part's first line would not have fitted.
-    for part, following in zip(outputs, outputs[1:], strict=False):
-        first_line = following.split("\n")[0] + "\n"
-        assert count_tokens(tokenizer, render(part + first_line)) > CONFIG.max_seq_length
-
-
-def test_split_keeps_an_unterminated_last_line(tokenizer) -> None:
-    output = _long_output(30) + "    return value_30"
-    records, reason = fit_records("p3", "python_function", output, tokenizer, CONFIG)
-    assert reason is None and len(records) > 1
-    assert "".join(r.text for r in records) == output
-    assert all(r.tokens <= CONFIG.max_seq_length for r in records)
-
-
-def test_over_budget_is_dropped_under_drop_policy(tokenizer) -> None:
-    config = FormatConfig(max_seq_length=160, over_length="drop")
-    records, reason = fit_records("p4", "python_module", _long_output(40), tokenizer, config)
     assert (records, reason) == ([], "over_length")
 
 
-def test_fim_over_budget_is_dropped_not_split(tokenizer) -> None:
-    fim = f"<|fim_prefix|>{_long_output(30)}<|fim_suffix|>\n<|fim_middle|>    return 1\n"
-    records, reason = fit_records("f2", "fim", fim, tokenizer, CONFIG)
+def _fim_parts(text: str) -> tuple[str, str, str]:
+    body = text[text.rindex("<|fim_prefix|>") + len("<|fim_prefix|>") :]
+    prefix, rest = body.split("<|fim_suffix|>")
+    suffix, middle = rest.split("<|fim_middle|>")
+    return prefix, middle, suffix
+
+
+def test_a_long_fim_sample_becomes_a_window_of_whole_lines_around_its_middle(tokenizer) -> None:
+    prefix, suffix = _long_output(40), _long_output(30).replace("value", "later")
+    middle = "    checkpoint = save(value_40)\n"
+    fim = f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>{middle}"
+    assert count_tokens(tokenizer, fim) > CONFIG.max_seq_length
+
+    (record,), reason = fit_records("f2", "fim", fim, tokenizer, CONFIG)
+
+    assert reason is None and record.sample_id == "f2"
+    assert record.tokens == count_tokens(tokenizer, record.text) <= CONFIG.max_seq_length
+    kept_prefix, kept_middle, kept_suffix = _fim_parts(record.text)
+    assert kept_middle == middle
+    assert prefix.endswith(kept_prefix) and suffix.startswith(kept_suffix)
+    assert kept_prefix.startswith("    value_") and kept_suffix.endswith("\n")  # whole lines
+    assert kept_prefix and kept_suffix
+    # The window is as wide as fits: one more line on each side would not.
+    lines_before = kept_prefix.count("\n")
+    wider = prefix.split("\n")
+    one_more = "\n".join(wider[len(wider) - lines_before - 2 :])
+    more = suffix.split("\n")[: kept_suffix.count("\n") + 1]
+    bigger = f"<|fim_prefix|>{one_more}<|fim_suffix|>{chr(10).join(more)}\n<|fim_middle|>{middle}"
+    assert count_tokens(tokenizer, bigger) > CONFIG.max_seq_length
+
+
+def test_repository_context_is_cut_to_whole_files_within_half_the_budget(tokenizer) -> None:
+    context = "".join(f"<|file_sep|>lib/mod_{n}.py\n{_long_output(12)}\n" for n in range(4))
+    fim = (
+        f"<|repo_name|>homelab/app\n{context}<|file_sep|>app.py\n"
+        f"<|fim_prefix|>{_long_output(20)}<|fim_suffix|>\n<|fim_middle|>    return value_20\n"
+    )
+    (record,), reason = fit_records("f3", "fim", fim, tokenizer, FormatConfig(max_seq_length=400))
+    assert reason is None and record.tokens <= 400
+    header = record.text[: record.text.rindex("<|fim_prefix|>")]
+    assert header.startswith("<|repo_name|>homelab/app\n") and header.endswith("app.py\n")
+    assert count_tokens(tokenizer, header) <= 200
+    assert header.count("<|file_sep|>lib/") < 4  # whole files dropped from the end
+
+
+def test_a_fim_middle_that_does_not_fit_alone_is_dropped(tokenizer) -> None:
+    fim = f"<|fim_prefix|>x = 1\n<|fim_suffix|>\n<|fim_middle|>{_long_output(40)}"
+    records, reason = fit_records("f4", "fim", fim, tokenizer, CONFIG)
     assert (records, reason) == ([], "over_length_fim")
 
 
-def test_one_line_longer_than_budget_drops_the_sample(tokenizer) -> None:
-    giant = "x = [" + ", ".join(str(i) for i in range(200)) + "]\n"
-    output = "def f():\n" + giant + "    return x\n"
-    render = _render(tokenizer, "Build a list.", "")
-    records, reason = fit_records("p5", "python_function", output, tokenizer, CONFIG,
-                                  render=render)  # fmt: skip
-    assert (records, reason) == ([], "line_over_length")
-
-
-def test_prompt_that_leaves_no_room_drops_the_sample(tokenizer) -> None:
-    render = _render(tokenizer, "Review.", _long_output(40))
-    records, reason = fit_records("p6", "commit_change", "ok\n" * 3, tokenizer, CONFIG,
-                                  render=render)  # fmt: skip
-    assert (records, reason) == ([], "prompt_over_length")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"over_length": "truncate"}, "over_length"), ({"max_seq_length": 0}, "max_seq_length")],
-)
-def test_format_config_rejects_unusable_settings(kwargs: dict, message: str) -> None:
-    with pytest.raises(FormattingError, match=message):
-        FormatConfig(**kwargs)
+def test_format_config_rejects_unusable_settings() -> None:
+    with pytest.raises(FormattingError, match="max_seq_length"):
+        FormatConfig(max_seq_length=0)
 
 
 RECORDS = [

@@ -184,9 +184,6 @@ class DatasetSplitsConfig(MinHashSettings):
     max_seq_length: int = Field(
         default=2048, description="Tokens per record (base tokenizer, EOS included)."
     )
-    over_length: str = Field(
-        default="split", description="split: cut long pairs at line boundaries; drop: leave out."
-    )
     system_prompt: str = Field(
         default="You are a coding assistant for this homelab's repositories.",
         description="System message of every rendered instruction pair.",
@@ -210,7 +207,6 @@ class DatasetSplitsConfig(MinHashSettings):
             format=FormatConfig(
                 max_seq_length=self.max_seq_length,
                 system_prompt=self.system_prompt,
-                over_length=self.over_length,
             ),
             decontam_ngram=self.decontam_ngram,
             split_link_jaccard=self.split_link_jaccard,
@@ -409,7 +405,7 @@ def _dataset_result(
             "dropped": dg.MetadataValue.md(
                 _md_table(["stage", "reason", "samples"], dropped_rows) if dropped_rows else "none"
             ),
-            "split_samples": dg.MetadataValue.json(manifest["split_samples_by_kind"]),
+            "fim_windowed": dg.MetadataValue.json(manifest["fim_windowed_by_language"]),
         },
     )
 

@@ -366,14 +366,14 @@ def build_dataset(
     # 3. formatting within the token budget
     say(f"formatting {len(survivors)} samples (max_seq_length {config.format.max_seq_length})")
     formatted: list[tuple[SourceSample, list[Record]]] = []
-    split_samples: Counter[str] = Counter()
+    windowed: Counter[str] = Counter()
     for sample in survivors:
         records, reason = _records(sample, tokenizer, config.format)
         if reason is not None:
             dropped.append(_dropped(sample, "length", reason, "", ""))
             continue
-        if len(records) > 1:
-            split_samples[sample.kind] += 1
+        if sample.kind == FIM_KIND and records[0].text != sample.text:
+            windowed[sample.language] += 1
         formatted.append((sample, records))
 
     # 4. splits by content cluster, records that read alike joined too
@@ -443,7 +443,7 @@ def build_dataset(
         provenance=provenance,
         samples=samples,
         dropped=dropped,
-        split_samples=split_samples,
+        windowed=windowed,
         dedup_stats={
             "units": len(units),
             "units_after_decontamination": len(clean_units),
@@ -672,7 +672,7 @@ def _manifest(
     provenance: list[dict[str, Any]],
     samples: Sequence[SourceSample],
     dropped: list[dict[str, str]],
-    split_samples: Counter[str],
+    windowed: Counter[str],
     dedup_stats: dict[str, int],
     decontaminator: Decontaminator,
     config: DatasetConfig,
@@ -721,7 +721,7 @@ def _manifest(
         "splits": splits,
         "samples_in": len(samples),
         "samples_in_by_kind": dict(sorted(Counter(s.kind for s in samples).items())),
-        "split_samples_by_kind": dict(sorted(split_samples.items())),
+        "fim_windowed_by_language": dict(sorted(windowed.items())),
         "tokens": sum(s["tokens"] for s in splits.values()),
         "max_seq_length": config.format.max_seq_length,
         "repos": repos,

@@ -12,8 +12,10 @@ every record through the chat template, which would wrap FIM samples in ChatML. 
 mlx-lm's text dataset tokenizes `text` and appends EOS when the last id is not EOS already;
 `count_tokens` counts the same way. Its trainer truncates sequences over `max_seq_length` (with a
 warning), which would cut the end, i.e. the answer, off a pair. `fit_records` keeps every record
-within the budget instead: it drops the sample or splits an instruction pair's output at line
-boundaries.
+within the budget instead. An answer is never split across records (a second record that repeats
+the instruction and starts mid-call teaches nothing but fragments): a pair over the budget is
+dropped. A FIM sample over it keeps its middle and as many whole lines of prefix and suffix
+around it as fit (a window), its repository context within half the budget.
 """
 
 from __future__ import annotations
@@ -29,15 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.fim import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, format_fim
 
-OVER_LENGTH_POLICIES = ("split", "drop")
 TEXT_KEY = "text"
 
 # Reasons `fit_records` gives for dropping a sample.
-DROP_OVER_LENGTH = "over_length"  # over budget and the policy is "drop"
-DROP_OVER_LENGTH_FIM = "over_length_fim"  # a FIM sample cannot be split without breaking it
-DROP_LINE_OVER_LENGTH = "line_over_length"  # one output line alone does not fit
-DROP_PROMPT_OVER_LENGTH = "prompt_over_length"  # the prompt alone (empty output) does not fit
+DROP_OVER_LENGTH = "over_length"  # an instruction pair over the budget
+DROP_OVER_LENGTH_FIM = "over_length_fim"  # a FIM middle that does not fit even without context
 
 _MAX_PROBLEMS = 100
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -53,7 +53,6 @@ class FormatConfig:
 
     max_seq_length: int = 2048  # tokens per record, EOS included; the trainer's max_seq_length
     system_prompt: str = "You are a coding assistant for this homelab's repositories."
-    over_length: str = "split"  # "split" at line boundaries | "drop"
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 1:
@@ -61,18 +60,13 @@ class FormatConfig:
                 f"FormatConfig.max_seq_length={self.max_seq_length}: must be a positive number "
                 "of tokens (use the trainer's max_seq_length)"
             )
-        if self.over_length not in OVER_LENGTH_POLICIES:
-            raise FormattingError(
-                f"FormatConfig.over_length={self.over_length!r}: must be one of "
-                f"{', '.join(OVER_LENGTH_POLICIES)}"
-            )
 
 
 @dataclass(frozen=True)
 class Record:
     """One line of a training file."""
 
-    sample_id: str  # for a split sample: f"{sample_id}#{part}", parts numbered from 1
+    sample_id: str
     text: str  # the mlx-lm `text` record value
     tokens: int  # length with the base tokenizer, EOS included (mlx-lm appends EOS)
 
@@ -114,60 +108,68 @@ def fit_records(
     *,
     render: Callable[[str], str] | None = None,
 ) -> tuple[list[Record], str | None]:
-    """Records for one sample within `config.max_seq_length`, or none and the reason.
+    """The record of one sample within `config.max_seq_length`, or none and the reason.
 
-    `text` is the content to fit and `render` makes a record text out of it or out of a part of
-    it; without `render` the text is the record (FIM samples: `kind == "fim"`, passed raw).
-    For an instruction pair pass its output as `text` and
+    `text` is the content and `render` makes the record text out of it; without `render` the
+    text is the record (FIM samples: `kind == "fim"`, passed raw). For an instruction pair pass
+    its output as `text` and
     `render=lambda output: render_pair(tokenizer, instruction, input, output, config)`.
 
-    Over budget, with `over_length="drop"` the sample is dropped (`"over_length"`). With
-    `"split"`, FIM samples are dropped all the same (`"over_length_fim"`: a part would lack its
-    prefix, suffix or middle), and other text is cut at line boundaries ("\\n") into as few
-    consecutive parts as the budget allows, greedily filling each; each part is rendered on its
-    own, so every part of a pair repeats the instruction and input, and the parts' outputs
-    concatenated give back the output. A line that does not fit by itself drops the whole
-    sample (`"line_over_length"`), as does a prompt that leaves no room for any output
-    (`"prompt_over_length"`): a sample with a hole in it is worse than none.
+    A pair over the budget is dropped (`"over_length"`): its answer is never split. A FIM sample
+    over it becomes a window: the middle whole, the repository context (if any) cut to whole
+    files within half the budget, and the most lines of prefix (nearest the middle) and suffix
+    that fit, in step; when the middle does not fit even alone, it is dropped
+    (`"over_length_fim"`).
     """
-    make = render if render is not None else _identity
-    budget = config.max_seq_length
-    whole = make(text)
+    whole = render(text) if render is not None else text
     tokens = count_tokens(tokenizer, whole)
-    if tokens <= budget:
+    if tokens <= config.max_seq_length:
         return [Record(sample_id, whole, tokens)], None
-    if config.over_length == "drop":
+    if kind != "fim":
         return [], DROP_OVER_LENGTH
-    if kind == "fim":
+    window = fim_window(text, tokenizer, config.max_seq_length)
+    if window is None:
         return [], DROP_OVER_LENGTH_FIM
-    if render is not None and count_tokens(tokenizer, make("")) > budget:
-        return [], DROP_PROMPT_OVER_LENGTH
+    return [Record(sample_id, *window)], None
 
-    lines = _lines(text)
-    fitted: dict[int, tuple[str, int]] = {}
 
-    def fits(start: int, end: int) -> bool:
-        rendered = make("".join(lines[start:end]))
-        count = count_tokens(tokenizer, rendered)
-        if count <= budget:
-            fitted[end] = (rendered, count)
-            return True
-        return False
+def fim_window(text: str, tokenizer: Any, budget: int) -> tuple[str, int] | None:
+    """`text` (a FIM training text) cut to `budget` tokens around its middle (see
+    `fit_records`), with its token count; None when the middle does not fit."""
+    start = text.rfind(FIM_PREFIX)
+    suffix_at = text.find(FIM_SUFFIX, start)
+    middle_at = text.find(FIM_MIDDLE, suffix_at)
+    if start < 0 or suffix_at < 0 or middle_at < 0:
+        raise FormattingError("fim_window: the text lacks a FIM marker")
+    header = _header_within(text[:start], tokenizer, budget // 2)
+    prefix = _lines(text[start + len(FIM_PREFIX) : suffix_at])
+    suffix = _lines(text[suffix_at + len(FIM_SUFFIX) : middle_at])
+    middle = text[middle_at + len(FIM_MIDDLE) :]
 
-    parts: list[tuple[str, int]] = []
-    start = 0
-    while start < len(lines):
-        fitted.clear()
-        if not fits(start, start + 1):
-            return [], DROP_LINE_OVER_LENGTH
-        end = _longest_fit(start, len(lines), fits)
-        parts.append(fitted[end])
-        start = end
-    records = [
-        Record(f"{sample_id}#{number}", rendered, count)
-        for number, (rendered, count) in enumerate(parts, start=1)
-    ]
-    return records, None
+    def build(taken: int) -> str:
+        before = prefix[max(0, len(prefix) - taken) :]
+        return header + format_fim("".join(before), "".join(suffix[:taken]), middle)
+
+    def fits(_start: int, taken: int) -> bool:
+        return count_tokens(tokenizer, build(taken)) <= budget
+
+    if not fits(0, 0):
+        return None
+    taken = _longest_fit(0, max(len(prefix), len(suffix)), fits) if fits(0, 1) else 0
+    windowed = build(taken)
+    return windowed, count_tokens(tokenizer, windowed)
+
+
+def _header_within(header: str, tokenizer: Any, budget: int) -> str:
+    """A repository-context header (`<|repo_name|>`, context files, the target's
+    `<|file_sep|>path` line) without its last context files until it fits `budget` tokens."""
+    if not header or count_tokens(tokenizer, header) <= budget:
+        return header
+    parts = header.split(FILE_SEP)
+    name, files, target = parts[0], parts[1:-1], parts[-1]
+    while files and count_tokens(tokenizer, FILE_SEP.join([name, *files, target])) > budget:
+        files.pop()
+    return FILE_SEP.join([name, *files, target])
 
 
 def write_jsonl(path: Path, records: Iterable[Record]) -> tuple[str, int]:
