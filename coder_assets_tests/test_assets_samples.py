@@ -151,11 +151,16 @@ def test_history_pairs_carry_the_commit_and_its_parent(sample_outputs):
         history = pairs[pairs["kind"] == "commit_change"]
         for row in history.itertuples():
             assert git(repos_root / name, "rev-parse", f"{row.commit_sha}^") == row.parent_sha
-            assert git(repos_root / name, "show", f"{row.commit_sha}:{row.path}") == (
-                row.output.rstrip("\n")
-            )
+            after = git(repos_root / name, "show", f"{row.commit_sha}:{row.path}") + "\n"
+            before = git(repos_root / name, "show", f"{row.parent_sha}:{row.path}") + "\n"
+            # The hunks, before and after, are pieces of the two versions of the file.
+            for hunks, text in ((row.input, before), (row.output, after)):
+                pieces = re.split(r"^@@ [-+]\d+,\d+ @@\n", hunks, flags=re.M)
+                assert pieces[0] == "" and len(pieces) > 1
+                assert all(piece in text for piece in pieces[1:])
             subject = git(repos_root / name, "log", "-1", "--format=%s", row.commit_sha)
-            assert subject == row.instruction
+            assert row.instruction.startswith(subject + "\n\n")
+            assert f"`{row.path}`" in row.instruction
             assert not subject.lower().startswith(("wip", "bump", "merge"))
 
 

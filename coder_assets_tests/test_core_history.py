@@ -18,7 +18,9 @@ from coder_assets.core.history import (
     HistoryConfig,
     changed_line_range,
     commit_changes,
+    is_automated_commit,
     is_imperative_subject,
+    review_hunks,
 )
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, create_sample_repos
 
@@ -31,6 +33,7 @@ class WorkRepo:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self.minutes = 0
+        self.author = ""
         if create:
             path.mkdir(parents=True)
             self.git("init", "-q", "-b", "main", "--template=", ".")
@@ -71,7 +74,8 @@ class WorkRepo:
                 target.write_text(content)
             self.git("add", "--", rel)
         self.minutes += 1
-        self.git("commit", "-q", "--allow-empty", "-m", message)
+        author = [f"--author={self.author} <bot@users.example>"] if self.author else []
+        self.git("commit", "-q", "--allow-empty", "-m", message, *author)
         return self.head()
 
     def head(self) -> str:
@@ -284,6 +288,12 @@ def mixed_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     work.commit("Rewrite the big file", {"big.txt": numbered(150, "row")})
     work.commit("Fix one line of the large file", {"large.txt": numbered(399, "padding padding")})
     work.commit("Patch the vendored dependency", {"vendor/dep.py": "y = 2\n"})
+    work.commit("chore(deps): update module nats.go to v1.37.0", {"app.py": GREETER + "#\n"})
+    work.commit("feat(container): update image app ( 1.2.3 ➔ 1.2.4 )", {"app.py": GREETER})
+    work.author = "renovate[bot]"
+    work.commit("Pin the base image", {"app.py": GREETER + "# pinned\n"})
+    work.author = ""
+    good.append(work.commit("Restore the greeter in app.py", {"app.py": GREETER}))
     (work.path / "app.py").chmod(0o755)
     work.git("add", "app.py")
     work.commit("Make app.py executable", {})
@@ -327,6 +337,7 @@ def test_unwanted_commits_are_skipped_and_counted_by_reason(
             "too_many_changed_lines": 1,
             "too_large": 1,
             "path_excluded": 1,
+            "automated": 3,  # chore(deps), an image update, a commit by renovate[bot]
         }
     )
     assert {key.split(":")[0] for key in skipped} <= set(SKIP_REASONS)
@@ -399,3 +410,36 @@ def test_sample_repos_yield_changes_and_skip_their_wip_and_version_bump_commits(
         for change in changes:
             assert change.before != change.after
             assert 1 <= change.start_line <= change.end_line <= len(change.after.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("author", "subject", "automated"),
+    [
+        ("renovate[bot] <bot@renovateapp.com>", "Update dependency x", True),
+        ("bot-ross[bot] <bot@users.example>", "Add the runner", True),
+        ("dependabot[bot] <support@github.com>", "Bump requests from 2.31 to 2.32", True),
+        ("Jane <jane@homelab.example>", "chore(deps): update module nats.go to v1.37.0", True),
+        ("Jane <jane@homelab.example>", "fix(container): update image app ( 1.2 ➔ 1.3 )", True),
+        ("Jane <jane@homelab.example>", "Update helm release cilium to 1.16.1", True),
+        ("Jane <jane@homelab.example>", "Lock file maintenance", True),
+        ("Jane <jane@homelab.example>", "Drain the NATS connection on SIGTERM", False),
+        ("Robot Lovers <robots@homelab.example>", "Add the robots page", False),
+        ("Jane <jane@homelab.example>", "Update the README with the restore steps", False),
+    ],
+)
+def test_commits_by_bots_and_dependency_updates_are_recognised(
+    author: str, subject: str, automated: bool
+) -> None:
+    assert is_automated_commit(author, subject) is automated
+
+
+def test_review_hunks_show_each_change_with_its_context_and_lines() -> None:
+    before = numbered(40)
+    after = before.replace("line 5\n", "line five\n").replace("line 30\n", "line 30\nnew\n")
+    old, new = review_hunks(before, after)
+    assert old.count("@@ -") == 2 and new.count("@@ +") == 2
+    # numbered() counts from 1: "line 5" is line 5, and three lines of context come before it
+    assert old.startswith("@@ -2,7 @@\nline 2\n") and "line 5\n" in old and "five" not in old
+    assert new.startswith("@@ +2,7 @@\nline 2\n") and "line five\n" in new
+    assert "@@ +28,7 @@\n" in new and "line 30\nnew\nline 31\n" in new
+    assert "line 15\n" not in old + new  # far from any change: not shown

@@ -23,7 +23,12 @@ from coder_assets.core.fim import (
     fim_documents,
     fim_samples_for_file,
 )
-from coder_assets.core.history import HistoryConfig, commit_changes
+from coder_assets.core.history import (
+    HistoryConfig,
+    commit_changes,
+    commit_instruction,
+    review_hunks,
+)
 from coder_assets.core.languages import language_of
 from coder_assets.core.prepare import ManifestFile, PreparedFiles, SecretPolicy, prepare_files
 from coder_assets.core.samples import (
@@ -275,11 +280,12 @@ def instruction_pairs(
                 history_skips["contains_secret"] += 1
                 continue
             subject, before, after = texts
+            old_hunks, new_hunks = review_hunks(before, after)
             extracted = ExtractedPair(
                 kind="commit_change",
-                instruction=subject,
-                input=before,
-                output=after,
+                instruction=commit_instruction(subject, change.path),
+                input=old_hunks,
+                output=new_hunks,
                 start_line=change.start_line,
                 end_line=change.end_line,
             )

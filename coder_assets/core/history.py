@@ -1,7 +1,8 @@
-"""CommitPackFT-style changes from a repository's history: small commits that modify exactly one
-existing file and whose subject is an imperative change description ("Drain NATS connection on
-SIGTERM"). The subject becomes the instruction, the file before the commit the input and the file
-after it the output.
+"""CommitPackFT-style changes from a repository's history: small commits by people (not bots or
+dependency-update tools) that modify exactly one existing file and whose subject is an imperative
+change description ("Drain NATS connection on SIGTERM"). The subject and the file's path become
+the instruction; the changed hunks with a few lines of context, before and after, the input and
+the output (`review_hunks`): the change as a reviewer reads it, not the whole file twice.
 
 Everything is read from git objects of a (bare) repository: one `git log` lists the candidates
 with their file stats, one `git cat-file --batch` process reads the blobs. Nothing is checked out,
@@ -28,6 +29,7 @@ from coder_assets.core.manifest import MODE_GITLINK, MODE_SYMLINK, BlobReader
 SKIP_REASONS = (
     "root",
     "merge",
+    "automated",
     "subject",
     "not_single_file",
     "symlink",
@@ -285,15 +287,83 @@ def _bare(word: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Commits by bots and dependency-update tools
+# --------------------------------------------------------------------------------------------
+
+# `renovate[bot]`, `dependabot[bot]`, `github-actions[bot]`, `bot-ross`, `ci-bot <...>`.
+_BOT_AUTHOR = re.compile(r"\[bot\]|(?<![a-z])bot(?![a-z])|renovate|dependabot|github-actions")
+# Conventional-commit scopes Renovate and Dependabot use, and their subjects.
+_UPDATE_SCOPE = re.compile(
+    r"^\w+\((?:deps?|dev-deps|container|helm|github-actions?|github-release|docker|mise|"
+    r"renovate|terraform|ansible|pip|npm|go|gomod|cargo)\)!?:"
+)
+_UPDATE_SUBJECT = re.compile(
+    r"\bupdate (?:image|helm ?release|helm chart|chart|dependency|dependencies|module|"
+    r"docker tag|digest|github[- ]actions?|terraform|pre-commit hook|flake input)s?\b"
+    r"|\block ?file maintenance\b|\bpin dependenc|\bupdate .* to v?\d[\w.\-]*\s*$"
+    r"|➔|→"
+)
+
+
+def is_automated_commit(author: str, subject: str) -> bool:
+    """Whether a commit was written by a bot or a dependency-update tool (Renovate, Dependabot,
+    `chore(deps): ...`, "update image ... ( 1.2.3 ➔ 1.2.4 )"): nothing a person asked for, so
+    no training pair."""
+    low = subject.lower()
+    return bool(
+        _BOT_AUTHOR.search(author.lower())
+        or _UPDATE_SCOPE.match(low)
+        or _UPDATE_SUBJECT.search(low)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The change as a reviewer reads it
+# --------------------------------------------------------------------------------------------
+
+REVIEW_CONTEXT_LINES = 3
+
+
+def review_hunks(before: str, after: str, context: int = REVIEW_CONTEXT_LINES) -> tuple[str, str]:
+    """The parts of a file a change touches, before and after: each hunk with `context`
+    unchanged lines around it and a header naming its lines (`@@ -12,7 @@` before,
+    `@@ +12,9 @@` after), hunks in file order. A reviewer's view of the change, instead of the
+    whole file twice."""
+    old, new = _lines(before), _lines(after)
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    olds: list[str] = []
+    news: list[str] = []
+    for group in matcher.get_grouped_opcodes(context):
+        i1, i2 = group[0][1], group[-1][2]
+        j1, j2 = group[0][3], group[-1][4]
+        olds.append(f"@@ -{i1 + 1},{i2 - i1} @@\n" + _ended("".join(old[i1:i2])))
+        news.append(f"@@ +{j1 + 1},{j2 - j1} @@\n" + _ended("".join(new[j1:j2])))
+    return "".join(olds), "".join(news)
+
+
+def commit_instruction(subject: str, path: str) -> str:
+    """The instruction of a commit pair: the commit's subject, the file, and what to write."""
+    return (
+        f"{subject}\n\nThe change is to `{path}`. Below are the parts of the file it touches "
+        "(each `@@` header gives the first line and the line count); write them as they read "
+        "after the change."
+    )
+
+
+def _ended(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+# --------------------------------------------------------------------------------------------
 # Walking the history
 # --------------------------------------------------------------------------------------------
 
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _COMMIT_MARK = "\x1e"
 _FIELD_SEP = "\x1f"
-# One token per commit: the mark, then sha, parents, committer date, subject (last, so a stray
-# separator in it cannot shift the other fields).
-_LOG_FORMAT = "%x1e%H%x1f%P%x1f%cI%x1f%s"
+# One token per commit: the mark, then sha, parents, committer date, author, subject (last, so a
+# stray separator in it cannot shift the other fields).
+_LOG_FORMAT = "%x1e%H%x1f%P%x1f%cI%x1f%an <%ae>%x1f%s"
 
 
 @dataclass(frozen=True)
@@ -314,6 +384,7 @@ class _LogCommit:
     parents: list[str]
     committed_at: str
     subject: str
+    author: str = ""  # "name <email>"
     files: list[_FileChange] = field(default_factory=list)
     numstat: list[tuple[int | None, int | None, str]] = field(default_factory=list)
 
@@ -416,6 +487,8 @@ def _shape_skip_reason(
         return "root", None
     if len(commit.parents) > 1:
         return "merge", None
+    if is_automated_commit(commit.author, commit.subject):
+        return "automated", None
     ok, reason = is_imperative_subject(commit.subject, min_words=config.min_subject_words)
     if not ok:
         return f"subject:{reason}", None
@@ -491,8 +564,8 @@ def _parse_log(out: str) -> list[_LogCommit]:
         token = tokens[index].lstrip("\n")
         index += 1
         if token.startswith(_COMMIT_MARK):
-            sha, parents, date, subject = token[1:].split(_FIELD_SEP, 3)
-            current = _LogCommit(sha, parents.split(), date, subject)
+            sha, parents, date, author, subject = token[1:].split(_FIELD_SEP, 4)
+            current = _LogCommit(sha, parents.split(), date, subject, author)
             commits.append(current)
         elif current is None or not token:
             continue
