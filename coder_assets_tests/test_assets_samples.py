@@ -466,3 +466,34 @@ def test_a_key_file_yields_no_samples_and_is_counted(instance, tmp_path, repos_r
     reasons = {record.data["path"]: record.data["reason"] for record in rejected}
     assert reasons["keys/id_rsa"] == "mostly_redacted"
     assert "mostly_redacted" in materialization.metadata["rejections_by_reason"].value
+
+
+def test_low_value_pairs_are_left_out_and_counted(instance, tmp_path, repos_root):
+    repo = init_repo(repos_root / "quality")
+    module = (
+        '"""Inventory of the homelab\'s hosts."""\n\n\n'
+        "class Inventory:\n"
+        '    """Hosts by name, with their roles."""\n\n'
+        "    def __init__(self, hosts):\n        self._hosts = dict(hosts)\n\n"
+        "    def hosts(self):\n"
+        '        """All hosts, by name.\n\n'
+        "        The value of each lists the roles of that host, in the order they were\n"
+        '        given; a host without a role has an empty list.\n        """\n'
+        "        # The dict itself: a copy would cost more than it protects.\n"
+        "        return self._hosts\n\n"
+        "    def with_role(self, role):\n"
+        '        """Names of the hosts that have `role`, sorted."""\n'
+        "        found = [name for name, roles in self._hosts.items() if role in roles]\n"
+        "        found.sort()\n"
+        "        return found\n"
+    )
+    commit(repo, {"inventory.py": module}, "Add the inventory")
+
+    result = _run(instance, tmp_path, repos_root, "quality")
+
+    pairs = _frame(tmp_path, "instruction_pairs", "quality")
+    outputs = "\n".join(pairs["output"])
+    assert "def with_role" in outputs
+    assert not any(o.lstrip().startswith("def hosts") for o in pairs["output"])
+    materialization = result.asset_materializations_for_node("instruction_pairs")[0]
+    assert "| trivial_accessor | 1 |" in materialization.metadata["rejections_by_reason"].value

@@ -711,3 +711,11 @@ def test_fim_documents_read_the_files_in_file_order() -> None:
     assert fim_documents(with_context) == [("x.py", "x = 1"), ("y.py", "abc")]
     with pytest.raises(FimFormatError):
         fim_documents("no markers here")
+
+
+def test_a_middle_of_only_punctuation_is_never_chosen() -> None:
+    text = "".join(f".rule-{n} {{\n  color: red;\n}}\n\n" for n in range(30))
+    config = FimConfig(samples_per_file=4, strategy_weights=(("line_span", 1.0),))
+    spans = [s for seed in range(100) for s in choose_spans(text, "css", f"{seed:040x}", config)]
+    assert len(spans) > 300
+    assert all(any(c.isalnum() for c in text[s.start : s.end]) for s in spans)

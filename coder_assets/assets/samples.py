@@ -31,6 +31,7 @@ from coder_assets.core.history import (
 )
 from coder_assets.core.languages import language_of
 from coder_assets.core.prepare import ManifestFile, PreparedFiles, SecretPolicy, prepare_files
+from coder_assets.core.quality import pair_quality
 from coder_assets.core.samples import (
     ExtractedPair,
     FimRecord,
@@ -233,6 +234,10 @@ def instruction_pairs(
             # The pieces were cleaned with their file; a finding now vetoes, never rewrites.
             if policy.vetoes([("", pair.instruction), (path, pair.input), (path, pair.output)]):
                 rejections["sample_with_secret"] += 1
+                return
+            low_value = pair_quality(pair.kind, pair.output)
+            if low_value:
+                rejections[low_value] += 1
                 return
             if any(contains_special_tokens(text) for text in cleaned):
                 # Raw `<|...|>` strings would become special tokens in training.

@@ -26,7 +26,8 @@ Middles come from three strategies:
   line_span (and the span says so).
 
 No strategy cuts through a redaction placeholder (`<SECRET_..._1>`): a middle that ends inside
-one would teach the model half a placeholder.
+one would teach the model half a placeholder. A middle of only punctuation and whitespace (a lone
+`}`) is never chosen; another span is drawn instead.
 
 All randomness comes from `random.Random(f"{blob_sha}:{seed}:{i}")`, so an unchanged file yields
 byte-identical samples in every run.
@@ -320,11 +321,17 @@ def choose_spans(
                 span is not None
                 and (span.start, span.end) not in seen
                 and not _cuts_any(placeholders, span)
+                and _has_word(text, span)
             ):
                 seen.add((span.start, span.end))
                 spans.append(span)
                 break
     return spans
+
+
+def _has_word(text: str, span: FimSpan) -> bool:
+    """Whether the middle holds a letter or digit: a lone `}` or `)` teaches nothing."""
+    return any(char.isalnum() for char in text[span.start : span.end])
 
 
 def _cuts_any(spans: list[tuple[int, int]], span: FimSpan) -> bool:
