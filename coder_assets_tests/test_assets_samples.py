@@ -497,3 +497,40 @@ def test_low_value_pairs_are_left_out_and_counted(instance, tmp_path, repos_root
     assert not any(o.lstrip().startswith("def hosts") for o in pairs["output"])
     materialization = result.asset_materializations_for_node("instruction_pairs")[0]
     assert "| trivial_accessor | 1 |" in materialization.metadata["rejections_by_reason"].value
+
+
+def test_licence_headers_are_taken_off_and_lines_still_point_at_the_code(
+    instance, tmp_path, repos_root
+):
+    repo = init_repo(repos_root / "licensed")
+    header = (
+        "# Copyright 2026 The Homelab Authors\n#\n"
+        '# Licensed under the Apache License, Version 2.0 (the "License");\n'
+        "# you may not use this file except in compliance with the License.\n\n"
+    )
+    body = (
+        '"""Backoff for the homelab\'s API clients."""\n\nimport random\n\n\n'
+        "def backoff(attempt: int, cap: float = 30.0) -> float:\n"
+        '    """Seconds to wait before retry `attempt`: exponential, capped, jittered."""\n'
+        "    delay = min(cap, 2.0**attempt)\n"
+        "    return delay / 2 + random.uniform(0, delay / 2)\n"
+    )
+    files = {
+        f"lib/backoff_{n}.py": header + body.replace("backoff(", f"backoff_{n}(") for n in range(3)
+    }
+    files["LICENSE"] = "Apache License\nVersion 2.0, January 2004\n" * 30
+    sha = commit(repo, files, "Add backoff helpers")
+
+    result = _run(instance, tmp_path, repos_root, "licensed")
+
+    for asset, column in (("instruction_pairs", "output"), ("fim_samples", "text")):
+        frame = _frame(tmp_path, asset, "licensed")
+        assert len(frame) and not frame[column].str.contains("Copyright|Apache License").any()
+        assert "LICENSE" not in set(frame["path"])
+    pairs = _frame(tmp_path, "instruction_pairs", "licensed")
+    function = pairs[pairs["kind"] == "python_function"].iloc[0]
+    source = git(repo, "show", f"{sha}:{function.path}").splitlines()
+    code = "\n".join(source[function.start_line - 1 : function.end_line])
+    assert code.strip() == function.output.strip()
+    metadata = result.asset_materializations_for_node("fim_samples")[0].metadata
+    assert metadata["licence_headers_removed"].value == 3

@@ -8,9 +8,11 @@ from coder_assets.core.filters import (
     REJECTION_REASONS,
     FileFilterConfig,
     alphanumeric_fraction,
+    is_licence_file,
     is_minified,
     mean_line_length,
     rejection_reason,
+    strip_licence_header,
 )
 
 PYTHON = '''"""Retry helpers for the order events handler."""
@@ -137,6 +139,7 @@ REJECTED_CASES = [
         "python",
         "too_short",
     ),
+    ("Permission is hereby granted, free of charge...\n" * 20, "LICENSE", None, "licence_file"),
 ]
 
 REJECTED_IDS = [
@@ -155,6 +158,7 @@ REJECTED_IDS = [
     "too-short",
     "empty",
     "one-line",
+    "licence-file",
 ]
 
 
@@ -222,3 +226,65 @@ def test_alphanumeric_fraction_is_unicode_aware(text: str, expected: float) -> N
 def test_mean_line_length_excludes_line_breaks() -> None:
     assert mean_line_length("ab\r\ncdef\n".splitlines()) == pytest.approx(3.0)
     assert mean_line_length([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "removed"),
+    [
+        (
+            "// Copyright 2024 The Homelab Authors\n// SPDX-License-Identifier: Apache-2.0\n\n"
+            "package natsutil\n",
+            "package natsutil\n",
+            3,
+        ),
+        (
+            "#!/usr/bin/env python3\n# Copyright (c) 2025 Example Org\n#\n"
+            "# Licensed under the MIT License.\n\nimport os\n",
+            "#!/usr/bin/env python3\nimport os\n",
+            4,
+        ),
+        (
+            "/*\nCopyright 2024.\n\nLicensed under the Apache License, Version 2.0.\n*/\n\n"
+            "package controllers\n",
+            "package controllers\n",
+            6,
+        ),
+        (
+            "<!-- SPDX-License-Identifier: CC-BY-4.0 -->\n# ADR 7: Use NATS\n",
+            "# ADR 7: Use NATS\n",
+            1,
+        ),
+        # a first comment that is not a licence stays, and so does what follows it
+        (
+            "// Package natsutil wraps NATS.\n// See NOTICE for licensing terms.\npackage x\n",
+            None,
+            0,
+        ),
+        ('"""Which licences the scanner accepts."""\nLICENCES = ["MIT"]\n', None, 0),
+        ("x = 1\n# Copyright 2024 Example\n", None, 0),  # not at the top
+        ("# Copyright 2024 Example\n", None, 0),  # nothing but the header
+    ],
+)
+def test_a_licence_header_at_the_top_is_taken_off(
+    text: str, expected: str | None, removed: int
+) -> None:
+    stripped, lines = strip_licence_header(text)
+    assert stripped == (text if expected is None else expected)
+    assert lines == removed
+
+
+@pytest.mark.parametrize(
+    ("path", "language", "licence"),
+    [
+        ("LICENSE", None, True),
+        ("LICENSE.md", "markdown", True),
+        ("third_party/COPYING", None, True),
+        ("LICENSE-APACHE", None, True),
+        ("NOTICE.txt", "text", True),
+        ("src/license_check.go", "go", False),
+        ("licenses.py", "python", False),
+        ("docs/licensing.md", "markdown", False),
+    ],
+)
+def test_licence_files_are_recognised_by_name(path: str, language: str, licence: bool) -> None:
+    assert is_licence_file(path, language) is licence

@@ -207,6 +207,7 @@ def _common_metadata(
         "rejected_files": _rejection_table(prepared.rejected),
         "secrets_by_type": dg.MetadataValue.md(_counts_table("secret type", policy.counts)),
         "secrets_total": int(sum(policy.counts.values())),
+        "licence_headers_removed": prepared.licence_headers,
         "secret_action": policy.action,
     }
 
@@ -257,9 +258,14 @@ def instruction_pairs(
                 rejections[f"{extraction.error}:{item.language}"] += 1
                 prepared.rejected.append((item.path, extraction.error))
             for extracted in extraction.pairs:
+                located = replace(
+                    extracted,
+                    start_line=item.repo_line(extracted.start_line),
+                    end_line=item.repo_line(extracted.end_line),
+                )
                 add(
                     pair_from_extracted(
-                        extracted, repo=repo, commit_sha=sha, path=item.path, language=item.language
+                        located, repo=repo, commit_sha=sha, path=item.path, language=item.language
                     ),
                     item.path,
                 )
@@ -408,8 +414,8 @@ def fim_samples(
                         commit_sha=sha,
                         path=item.path,
                         blob_sha=item.blob_sha,
-                        start_line=sample.start_line,
-                        end_line=sample.end_line,
+                        start_line=item.repo_line(sample.start_line),
+                        end_line=item.repo_line(sample.end_line),
                     )
                 )
         frame = pd.DataFrame(

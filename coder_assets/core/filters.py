@@ -13,6 +13,11 @@ file is counted under the reason that best explains it:
 5. mean_line_too_long mean line length above `max_mean_line_length`
 6. too_short          under `min_chars` chars once stripped, or under `min_lines` non-blank lines
 7. low_alphanumeric   alphanumeric fraction of all chars below `min_alphanumeric_fraction`
+
+Before any of them, `licence_file` rejects the licence texts themselves (LICENSE, COPYING,
+NOTICE, ...), and `strip_licence_header` takes the licence or copyright comment off the top of a
+file that is kept: a model fine-tuned on the homelab's code should not learn to open every file
+with somebody's licence.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 REJECTION_REASONS = (
+    "licence_file",
     "line_too_long",
     "mean_line_too_long",
     "low_alphanumeric",
@@ -92,6 +98,8 @@ def rejection_reason(
 ) -> str | None:
     """Why the file at repo-relative `path` with content `text` should not be trained on (one of
     REJECTION_REASONS), or None to keep it. `language` is as `languages.language_of` names it."""
+    if is_licence_file(path, language):
+        return "licence_file"
     lines = text.splitlines()
     if has_generated_marker(lines, config.generated_marker_lines):
         return "generated_marker"
@@ -149,3 +157,80 @@ def alphanumeric_fraction(text: str) -> float:
 
 def _is_data_format(path: str, language: str | None) -> bool:
     return language in DATA_LANGUAGES or PurePosixPath(path).suffix.lower() in DATA_EXTENSIONS
+
+
+# --------------------------------------------------------------------------------------------
+# Licences
+# --------------------------------------------------------------------------------------------
+
+_LICENCE_FILE = re.compile(
+    r"(?:un)?licen[cs]e|copying|copyright|notice|authors|patents", re.IGNORECASE
+)
+# What a licence header says, and not a comment that only mentions licences.
+_LICENCE_TEXT = re.compile(
+    r"copyright|spdx-license-identifier|licensed under|\(c\)\s*\d{4}|all rights reserved"
+    r"|permission is hereby granted|without warranties or conditions"
+    r"|(?:apache|mit|bsd|gnu|mozilla|gpl)[\w ,.-]{0,20}licen[cs]e",
+    re.IGNORECASE,
+)
+_PROSE_LANGUAGES = frozenset({None, "markdown", "text", "restructuredtext"})
+# The first lines a licence header may follow: a shebang, an encoding line, a Go build
+# constraint.
+_KEEP_FIRST = re.compile(r"#!|#.*coding[:=]|//go:build|// \+build")
+_LINE_COMMENT = re.compile(r"\s*(?:#|//|--|;)")
+_BLOCK_COMMENTS = (("/*", "*/"), ("<!--", "-->"), ('"""', '"""'), ("'''", "'''"))
+
+
+def is_licence_file(path: str, language: str | None) -> bool:
+    """LICENSE, LICENCE.md, COPYING, NOTICE.txt, UNLICENSE, AUTHORS, LICENSE-MIT and the like
+    (prose files only: `license_check.go` is code)."""
+    if language not in _PROSE_LANGUAGES:
+        return False
+    stem = re.split(r"[.\-_]", PurePosixPath(path).name, maxsplit=1)[0]
+    return bool(_LICENCE_FILE.fullmatch(stem))
+
+
+def strip_licence_header(text: str) -> tuple[str, int]:
+    """`text` without the licence or copyright comment at its top, and how many lines went.
+
+    The header is the first comment block after any shebang, encoding line or Go build
+    constraint: consecutive line comments (`#`, `//`, `--`, `;`), or one block comment (`/* */`,
+    `<!-- -->`, a Python docstring), when it mentions a licence, a copyright or an SPDX
+    identifier. Blank lines after it go with it. A first comment that says something else (a
+    package doc) is left, and so is everything after it."""
+    lines = text.split("\n")
+    start = 0
+    while start < len(lines) and _KEEP_FIRST.match(lines[start]):
+        start += 1
+    first = start
+    while first < len(lines) and not lines[first].strip():
+        first += 1
+    end = _comment_block_end(lines, first)
+    if end is None or not _LICENCE_TEXT.search("\n".join(lines[first:end])):
+        return text, 0
+    while end < len(lines) and not lines[end].strip():
+        end += 1
+    if end >= len(lines):
+        return text, 0  # nothing but the header: leave the file to the other filters
+    return "\n".join(lines[:start] + lines[end:]), end - start
+
+
+def _comment_block_end(lines: list[str], first: int) -> int | None:
+    """The index after the comment block that starts at `lines[first]`, or None."""
+    if first >= len(lines):
+        return None
+    head = lines[first].lstrip()
+    for opening, closing in _BLOCK_COMMENTS:
+        if head.startswith(opening):
+            for index in range(first, len(lines)):
+                rest = lines[index].lstrip()
+                rest = rest[len(opening) :] if index == first else rest
+                if closing in rest:
+                    return index + 1
+            return None
+    if not _LINE_COMMENT.match(lines[first]):
+        return None
+    end = first
+    while end < len(lines) and _LINE_COMMENT.match(lines[end]):
+        end += 1
+    return end

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coder_assets.core.extract_yaml import is_sops_encrypted
-from coder_assets.core.filters import FileFilterConfig, rejection_reason
+from coder_assets.core.filters import FileFilterConfig, rejection_reason, strip_licence_header
 from coder_assets.core.manifest import BlobReader
 from coder_assets.core.secrets import Redactor, SecretScanner, redacted_line_fraction
 
@@ -30,18 +30,25 @@ class ManifestFile:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file ready for extraction: its text is already free of secrets."""
+    """A file ready for extraction: its text is already free of secrets and of its licence
+    header. `text`'s line 1 is line `first_line` of the file in the repository."""
 
     path: str
     blob_sha: str
     language: str | None
     text: str
+    first_line: int = 1
+
+    def repo_line(self, line: int) -> int:
+        """The repository's line number of `text`'s line `line`."""
+        return line + self.first_line - 1
 
 
 @dataclass
 class PreparedFiles:
     files: list[SourceFile] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    licence_headers: int = 0  # kept files whose licence header was taken off
 
     @property
     def rejection_counts(self) -> Counter[str]:
@@ -96,7 +103,7 @@ def prepare_files(
     secrets: SecretPolicy,
 ) -> PreparedFiles:
     """Read every kept file (in path order, so placeholders number the same way every run),
-    reject what the filters reject, and clean what remains."""
+    take its licence header off, reject what the filters reject, and clean what remains."""
     prepared = PreparedFiles()
     with BlobReader(mirror) as reader:
         for item in sorted(kept, key=lambda f: f.path):
@@ -108,6 +115,7 @@ def prepare_files(
             if is_sops_encrypted(text):
                 prepared.rejected.append((item.path, "sops_encrypted"))
                 continue
+            text, header_lines = strip_licence_header(text)
             reason = rejection_reason(text, item.path, item.language, filters)
             if reason:
                 prepared.rejected.append((item.path, reason))
@@ -119,7 +127,10 @@ def prepare_files(
             if redacted_line_fraction(clean) > MAX_REDACTED_LINE_FRACTION:
                 prepared.rejected.append((item.path, "mostly_redacted"))
                 continue
-            prepared.files.append(SourceFile(item.path, item.blob_sha, item.language, clean))
+            prepared.licence_headers += 1 if header_lines else 0
+            prepared.files.append(
+                SourceFile(item.path, item.blob_sha, item.language, clean, 1 + header_lines)
+            )
     return prepared
 
 
