@@ -19,6 +19,7 @@ from coder_assets.core.extract_common import (
     code_list,
     code_pair,
     first_paragraph,
+    neighbours,
     pick,
     word_count,
 )
@@ -35,6 +36,8 @@ TRIVIAL_BODY_LINES = 2
 # At most this many calls / neighbours are named in an undocumented declaration's instruction.
 MAX_CALLS = 6
 MAX_NEIGHBOURS = 5
+# An undocumented function longer than this is too much to ask for from a signature alone.
+MAX_UNDOCUMENTED_LINES = 200
 
 _FUNCTION_TEMPLATES = (
     "Write a Go {what} `{sig}`{ctx} in package `{pkg}`. {doc}",
@@ -280,7 +283,11 @@ def _declaration_pair(
     if not _is_exported(name):
         return None
     doc = _go_doc(node, source)
-    if not doc and (_is_test_function(name, file.path) or _is_trivial(body, source)):
+    if not doc and (
+        _is_test_function(name, file.path)
+        or _is_trivial(body, source)
+        or node.end_point.row - node.start_point.row >= MAX_UNDOCUMENTED_LINES
+    ):
         return None
     # The signature runs from the name (type parameters included) to the body.
     head = source.data[name_node.start_byte : body.start_byte].decode("utf-8")
@@ -339,6 +346,16 @@ def _is_trivial(block: tree_sitter.Node, source: _Source) -> bool:
     return len(code) <= TRIVIAL_BODY_LINES
 
 
+def _parameter_names_of(parameters: tree_sitter.Node | None, source: _Source) -> list[str]:
+    if parameters is None:
+        return []
+    return [
+        source.node_text(n)
+        for parameter in parameters.named_children
+        for n in parameter.children_by_field_name("name")
+    ]
+
+
 def _parameter_names(node: tree_sitter.Node, source: _Source) -> set[str]:
     names: set[str] = set()
     for field in ("receiver", "parameters"):
@@ -357,6 +374,11 @@ def _calls(
     of imported packages (`proto.Marshal`), methods of the parameters and the receiver
     (`nc.Publish`), and the functions declared in the same file."""
     parameters = _parameter_names(node, source)
+    receiver, own_methods = "", set()
+    if node.type == "method_declaration":
+        names = _parameter_names_of(node.child_by_field_name("receiver"), source)
+        receiver = names[0] if names else ""
+        own_methods = set(file.methods.get(_receiver_type(node, source).lstrip("*"), []))
     calls: list[str] = []
     for call in _walk(body):
         if call.type != "call_expression":
@@ -373,9 +395,13 @@ def _calls(
             field = function.child_by_field_name("field")
             if operand is None or field is None or operand.type != "identifier":
                 continue
-            owner = source.node_text(operand)
-            if owner in file.imports or owner in parameters:
-                calls.append(f"{owner}.{source.node_text(field)}")
+            owner, method = source.node_text(operand), source.node_text(field)
+            if owner == receiver:
+                # Only the type's own methods: promoted ones (`am.Lock`) say little.
+                if method in own_methods and method != name:
+                    calls.append(f"{owner}.{method}")
+            elif owner in file.imports or owner in parameters:
+                calls.append(f"{owner}.{method}")
     return _unique(calls)
 
 
@@ -391,20 +417,17 @@ def _function_facts(
     calls = _calls(node, body, source, file, name)
     if calls:
         facts.append(f"It calls {code_list(calls, limit=MAX_CALLS)}.")
+    # The declarations right before and after it say where it goes; a list of every neighbour in
+    # a long file would say nothing.
+    skip = {c.rsplit(".", 1)[-1] for c in calls}
     if receiver:
-        siblings = [m for m in file.methods.get(receiver, []) if m != name]
-        if siblings:
-            noun = "method" if len(siblings) == 1 else "methods"
-            facts.append(
-                f"`{receiver}` also has the {noun} {code_list(siblings, limit=MAX_NEIGHBOURS)}."
-            )
+        place = neighbours(file.methods.get(receiver, []), name, skip=skip)
+        if place:
+            facts.append(f"Among the methods of `{receiver}` it goes {place}.")
     else:
-        siblings = [f for f in file.functions if f != name and f not in calls]
-        if siblings:
-            noun = "function" if len(siblings) == 1 else "functions"
-            facts.append(
-                f"The file also declares the {noun} {code_list(siblings, limit=MAX_NEIGHBOURS)}."
-            )
+        place = neighbours(file.functions, name, skip=skip)
+        if place:
+            facts.append(f"In the file it goes {place}.")
     return facts
 
 

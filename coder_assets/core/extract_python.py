@@ -17,6 +17,7 @@ from coder_assets.core.extract_common import (
     code_list,
     code_pair,
     first_paragraph,
+    neighbours,
     pick,
     row_starts,
     word_count,
@@ -35,7 +36,6 @@ TRIVIAL_BODY_LINES = 2
 MAX_UNDOCUMENTED_LINES = 200
 # At most this many calls / neighbours are named in an undocumented definition's instruction.
 MAX_CALLS = 6
-MAX_NEIGHBOURS = 5
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 _DefNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -54,7 +54,7 @@ _CLASS_TEMPLATES = (
 _UNDOCUMENTED_FUNCTION_TEMPLATES = (
     "In `{path}`{repo}, implement the {what} `{sig}`{ctx}.",
     "Write the Python {what} `{sig}`{ctx} for `{path}`{repo}.",
-    "Implement `{sig}`{ctx} in `{path}`{repo}.",
+    "Implement `{sig}`, a {what}{ctx}, in `{path}`{repo}.",
     "Add the {what} `{sig}`{ctx} to `{path}`{repo}.",
 )
 _UNDOCUMENTED_CLASS_TEMPLATES = (
@@ -108,7 +108,10 @@ class _ModuleContext:
     """What an undocumented definition's instruction may name about the module around it: its
     path, the repository, the names it imports and the functions and classes it defines."""
 
-    def __init__(self, path: str, repo: str, imports: set[str], definitions: list[str]) -> None:
+    def __init__(
+        self, tree: ast.Module, path: str, repo: str, imports: set[str], definitions: list[str]
+    ) -> None:
+        self.tree = tree
         self.path = path
         self.repo = repo.rsplit("/", 1)[-1]
         self.imports = imports
@@ -127,7 +130,7 @@ class _ModuleContext:
             for stmt in tree.body
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
         ]
-        return cls(path, repo, imports, definitions)
+        return cls(tree, path, repo, imports, definitions)
 
     @property
     def of_repo(self) -> str:
@@ -391,36 +394,29 @@ def _undocumented_facts(
     node: _DefNode, owner: ast.ClassDef | None, module: _ModuleContext
 ) -> list[str]:
     facts: list[str] = []
-    calls = _calls(node, owner, module)
+    raised = _raised(node)
+    calls = [c for c in _calls(node, owner, module) if c not in raised]
     if calls:
         facts.append(f"It calls {code_list(calls, limit=MAX_CALLS)}.")
-    raised = _raised(node)
     if raised:
         facts.append(f"It raises {code_list(raised, limit=MAX_CALLS)}.")
     if isinstance(node, ast.ClassDef):
         return facts
-    if owner is not None:
-        siblings = [
+    # The definitions right before and after it say where it goes; a list of every neighbour in a
+    # long file would say nothing.
+    body = owner.body if owner is not None else module.tree.body
+    place = neighbours(
+        [
             s.name
-            for s in owner.body
-            if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
-            and s.name != node.name
-            and f"self.{s.name}" not in calls
-            and not (s.name.startswith("__") and s.name != "__init__")
-        ]
-        if siblings:
-            noun = "method" if len(siblings) == 1 else "methods"
-            facts.append(
-                f"`{owner.name}` also has the {noun} {code_list(siblings, limit=MAX_NEIGHBOURS)}."
-            )
-    else:
-        siblings = [
-            d
-            for d in module.definitions
-            if d != node.name and d not in calls and not d.startswith(("test_", "Test"))
-        ]
-        if siblings:
-            facts.append(f"The module also defines {code_list(siblings, limit=MAX_NEIGHBOURS)}.")
+            for s in body
+            if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ],
+        node.name,
+        skip={c.removeprefix("self.").removeprefix("cls.") for c in calls},
+    )
+    if place:
+        where = f"`{owner.name}`" if owner is not None else "the module"
+        facts.append(f"In {where} it goes {place}.")
     return facts
 
 
