@@ -54,7 +54,7 @@ _CLASS_TEMPLATES = (
 _UNDOCUMENTED_FUNCTION_TEMPLATES = (
     "In `{path}`{repo}, implement the {what} `{sig}`{ctx}.",
     "Write the Python {what} `{sig}`{ctx} for `{path}`{repo}.",
-    "Implement `{sig}`, a {what}{ctx}, in `{path}`{repo}.",
+    "Implement the {what} `{sig}`{ctx} in `{path}`{repo}.",
     "Add the {what} `{sig}`{ctx} to `{path}`{repo}.",
 )
 _UNDOCUMENTED_CLASS_TEMPLATES = (
