@@ -244,3 +244,169 @@ def test_sample_repo_yields_every_go_kind(tmp_path: Path) -> None:
         p for p in extract((root / "main.go").read_text(), "main.go").pairs if p.kind == "go_main"
     ]
     assert "`orders.created`" in main.instruction
+
+
+UNDOCUMENTED = """package natsutil
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+)
+
+type Config struct {
+	URL     string
+	Subject string
+	Queue   string
+}
+
+type Codec interface {
+	Encode(msg proto.Message) ([]byte, error)
+	Decode(data []byte, msg proto.Message) error
+	Name() string
+}
+
+func Publish(ctx context.Context, nc *nats.Conn, subject string, msg proto.Message) error {
+	data, err := proto.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("marshal %s: %w", subject, err)
+	}
+	return nc.Publish(subject, data)
+}
+
+func (c *Config) Validate() error {
+	if c.URL == "" {
+		return fmt.Errorf("natsutil: no URL")
+	}
+	return checkSubject(c.Subject)
+}
+
+func (c *Config) Name() string {
+	return c.Subject
+}
+
+func (c *Config) SetQueue(queue string) {
+	c.Queue = queue
+}
+
+func checkSubject(subject string) error {
+	if subject == "" {
+		return fmt.Errorf("natsutil: empty subject")
+	}
+	return nil
+}
+
+type Pair struct {
+	Key   string
+	Value string
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("fragment", "kind", "expected"),
+    [
+        ("`Publish(ctx context.Context, nc *nats.Conn, subject string, msg proto.Message) error`",
+         "go_function_undocumented",
+         ["package `natsutil`", "`order-events-handler`", "`proto.Marshal`", "`nc.Publish`",
+          "before `checkSubject`"]),
+        ("`Validate() error`", "go_function_undocumented",
+         ["pointer receiver `*Config`", "`checkSubject`", "before `Name`"]),
+        ("type `Config`", "go_type_undocumented",
+         ["`URL`, `Subject` and `Queue`", "methods `Validate`, `Name` and `SetQueue`"]),
+        ("type `Codec`", "go_type_undocumented",
+         ["interface type", "`Encode`, `Decode` and `Name`"]),
+    ],
+)  # fmt: skip
+def test_undocumented_exported_declaration_is_asked_from_what_the_code_shows(
+    fragment: str, kind: str, expected: list[str]
+) -> None:
+    extraction = extract(UNDOCUMENTED, "natsutil/publish.go", repo="homelab/order-events-handler")
+    assert_outputs_within_lines(UNDOCUMENTED, extraction.pairs)
+    pair = one_pair_mentioning(extraction.pairs, fragment)
+    assert pair.kind == kind
+    for text in expected:
+        assert text in pair.instruction
+    # The instruction names the code around the answer, never a line of its body.
+    body = [line.strip() for line in pair.output.splitlines()[1:-1] if len(line.strip()) > 8]
+    assert not [line for line in body if line in pair.instruction]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Name() string",  # accessor: one return of a field
+        "SetQueue(queue string)",  # setter
+        "checkSubject(subject string) error",  # unexported
+        "type `Pair`",  # struct of two fields
+    ],
+)
+def test_undocumented_accessors_small_types_and_unexported_code_give_no_pair(name: str) -> None:
+    pairs = extract(UNDOCUMENTED, "natsutil/publish.go").pairs
+    assert [p.instruction for p in pairs if name in p.instruction] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "expected"),
+    [
+        ("TestPublish", "natsutil/publish_test.go", 0),
+        ("BenchmarkPublish", "natsutil/publish_test.go", 0),
+        ("TestPublish", "natsutil/publish.go", 1),  # only the go tool's tests are left out
+        ("PublishAll", "natsutil/publish_test.go", 1),
+    ],
+)
+def test_undocumented_go_tests_give_no_pair(name: str, path: str, expected: int) -> None:
+    text = (
+        'package natsutil\n\nimport "testing"\n\n'
+        f'func {name}(t *testing.T) {{\n\tt.Helper()\n\tt.Log("one")\n\tt.Log("two")\n}}\n'
+    )
+    pairs = extract(text, path).pairs
+    assert len([p for p in pairs if p.kind == "go_function_undocumented"]) == expected
+
+
+def test_undocumented_pairs_name_the_repo_only_when_known() -> None:
+    with_repo = extract(UNDOCUMENTED, "natsutil/publish.go", repo="homelab/order-events-handler")
+    without = extract(UNDOCUMENTED, "natsutil/publish.go")
+    assert all("`order-events-handler`" in p.instruction for p in with_repo.pairs)
+    assert not any(
+        " of ``" in p.instruction or "order-events" in p.instruction for p in without.pairs
+    )
+    assert extract(UNDOCUMENTED, "natsutil/publish.go", repo="r") == extract(
+        UNDOCUMENTED, "natsutil/publish.go", repo="r"
+    )
+
+
+MAIN_WITH_ROUTES = """package main
+
+import (
+	"log"
+	"net/http"
+)
+
+func main() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", healthz)
+	mux.HandleFunc("GET /orders/{id}", getOrder)
+	log.Fatal(http.ListenAndServe(":8080", mux))
+}
+
+func healthz(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusOK)
+}
+
+func getOrder(w http.ResponseWriter, r *http.Request) {
+	_, _ = w.Write([]byte(r.PathValue("id")))
+}
+"""
+
+
+def test_main_go_names_its_http_routes_and_handlers() -> None:
+    (pair,) = [p for p in extract(MAIN_WITH_ROUTES, "cmd/api/main.go").pairs if p.kind == "go_main"]
+    for fragment in [
+        "HTTP service",
+        "`/healthz` and `GET /orders/{id}`",
+        "`healthz` and `getOrder`",
+    ]:
+        assert fragment in pair.instruction

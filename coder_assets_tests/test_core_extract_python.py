@@ -270,3 +270,116 @@ def test_sample_repo_yields_every_python_kind(tmp_path: Path) -> None:
     assert counts.get("python_function", 0) >= 1
     assert counts.get("python_class", 0) >= 1
     assert counts.get("python_module", 0) >= 1
+
+
+UNDOCUMENTED = """import json
+from dataclasses import dataclass, field
+
+from .storage import upload
+
+
+@dataclass
+class EvalReport:
+    model: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def passed(self, thresholds: dict[str, float]) -> bool:
+        missing = set(thresholds) - set(self.scores)
+        if missing:
+            raise KeyError(f"no score for {sorted(missing)}")
+        return all(self.scores[name] >= floor for name, floor in thresholds.items())
+
+    def publish(self, bucket: str) -> str:
+        key = f"{bucket}/{self.model}.json"
+        upload(key, json.dumps(self.scores))
+        return key
+
+    @property
+    def best(self) -> float:
+        return max(self.scores.values())
+
+
+def load_report(text: str) -> EvalReport:
+    data = json.loads(text)
+    scores = {str(k): float(v) for k, v in data.get("scores", {}).items()}
+    return EvalReport(model=data["model"], scores=scores)
+
+
+def test_load_report():
+    report = load_report('{"model": "m", "scores": {"a": 1}}')
+    assert report.model == "m"
+    assert report.scores == {"a": 1.0}
+
+
+class TestEvalReport:
+    def test_passed(self):
+        report = EvalReport("m", {"a": 1.0})
+        assert report.passed({"a": 0.5})
+        assert not report.passed({"a": 2.0})
+
+
+class Marker:
+    def __repr__(self):
+        return "Marker()"
+"""
+
+
+@pytest.mark.parametrize(
+    ("fragment", "kind", "expected"),
+    [
+        ("`load_report(text: str) -> EvalReport`", "python_function_undocumented",
+         ["function", "`pipelines/report.py`", "`kfp-training-pipelines`", "`json.loads`",
+          "`EvalReport`"]),
+        ("`passed(thresholds: dict[str, float]) -> bool`", "python_function_undocumented",
+         ["method", "class `EvalReport`", "`KeyError`", "before `publish`"]),
+        ("`publish(bucket: str) -> str`", "python_function_undocumented",
+         ["`upload`", "`json.dumps`", "after `passed`"]),
+        ("class `EvalReport` (decorated", "python_class_undocumented",
+         ["`@dataclass`", "fields `model` and `scores`", "methods `passed`, `publish` and `best`"]),
+    ],
+)  # fmt: skip
+def test_undocumented_definition_is_asked_from_what_the_code_shows(
+    fragment: str, kind: str, expected: list[str]
+) -> None:
+    extraction = extract(UNDOCUMENTED, "pipelines/report.py", repo="homelab/kfp-training-pipelines")
+    assert_outputs_within_lines(UNDOCUMENTED, extraction.pairs)
+    pair = one_pair_mentioning(extraction.pairs, fragment)
+    assert pair.kind == kind
+    for text in expected:
+        assert text in pair.instruction
+    # The instruction names the code around the answer, never a line of its body.
+    body = [line.strip() for line in pair.output.splitlines()[1:] if len(line.strip()) > 8]
+    assert not [line for line in body if line in pair.instruction]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "`best`",  # property returning a field
+        "test_load_report",  # a test function
+        "test_passed",  # a test method
+        "TestEvalReport",  # a test class
+        "`Marker`",  # nothing to name but a dunder
+    ],
+)
+def test_undocumented_tests_accessors_and_dunder_only_classes_give_no_pair(name: str) -> None:
+    pairs = extract(UNDOCUMENTED, "pipelines/report.py").pairs
+    assert [p.instruction for p in pairs if name in p.instruction.split(". It")[0]] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["    return x + 1\n", "    y = x + 1\n    return y\n", "    pass\n"],
+)
+def test_undocumented_bodies_of_two_lines_or_fewer_give_no_pair(body: str) -> None:
+    assert extract(f"def step(x):\n{body}", "m.py").pairs == []
+
+
+def test_undocumented_pairs_are_the_same_for_the_same_file() -> None:
+    first = extract(UNDOCUMENTED, "pipelines/report.py", repo="homelab/kfp-training-pipelines")
+    again = extract(UNDOCUMENTED, "pipelines/report.py", repo="homelab/kfp-training-pipelines")
+    assert first == again
+    assert {p.kind for p in first.pairs} == {
+        "python_function_undocumented",
+        "python_class_undocumented",
+    }

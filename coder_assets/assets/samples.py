@@ -47,6 +47,8 @@ EXTRACTORS = {
     "yaml": extract_yaml.extract,
     "markdown": extract_adr.extract,
 }
+# Extractors that name the repository in the instructions they build for undocumented code.
+NAMES_REPO = frozenset({"python", "go"})
 PREVIEW_SAMPLES = 5
 REJECTION_TABLE_ROWS = 200
 
@@ -253,7 +255,8 @@ def instruction_pairs(
             extractor = EXTRACTORS.get(item.language or "")
             if extractor is None:
                 continue
-            extraction = extractor(item.text, item.path)
+            names_repo = {"repo": repo} if item.language in NAMES_REPO else {}
+            extraction = extractor(item.text, item.path, **names_repo)
             if extraction.error:
                 rejections[f"{extraction.error}:{item.language}"] += 1
                 prepared.rejected.append((item.path, extraction.error))

@@ -145,3 +145,22 @@ def code_list(names: Iterable[str], *, limit: int = 8) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def neighbours(names: Sequence[str], name: str, *, skip: Iterable[str] = ()) -> str:
+    """Where `name` sits among the definitions `names` of its file or class, as "after `a` and
+    before `b`", leaving out tests, dunders other than `__init__` and the names in `skip`."""
+    skipped = set(skip)
+
+    def shown(other: str) -> bool:
+        dunder = other.startswith("__") and other != "__init__"
+        test = other.startswith(("test_", "Test"))
+        return other != name and other not in skipped and not dunder and not test
+
+    if name not in names:
+        return ""
+    at = names.index(name)
+    before = next((n for n in reversed(names[:at]) if shown(n)), "")
+    after = next((n for n in names[at + 1 :] if shown(n)), "")
+    parts = [f"after `{before}`" if before else "", f"before `{after}`" if after else ""]
+    return " and ".join(p for p in parts if p)

@@ -1,6 +1,8 @@
-"""Instruction pairs from Go source: exported, documented functions, methods and types, and small
-`main.go` files. Instructions come from the doc comments, the signatures and what the file itself
-names (environment variables, NATS subjects, flags); outputs are the declarations as written."""
+"""Instruction pairs from Go source: exported functions, methods and types, and small `main.go`
+files. Documented declarations are described by their doc comments; undocumented ones by what the
+code shows (signature, receiver, package, repository, the calls the body makes and the declarations
+beside it). main.go is described by what the file itself names (environment variables, NATS
+subjects, flags, HTTP routes). Outputs are the declarations as written."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from coder_assets.core.extract_common import (
     code_list,
     code_pair,
     first_paragraph,
+    neighbours,
     pick,
     word_count,
 )
@@ -27,6 +30,14 @@ from coder_assets.core.samples import ExtractedPair
 MAIN_MAX_LINES = 200
 # Doc comments with fewer words than this say too little to build an instruction from.
 MIN_DOC_WORDS = 3
+# An undocumented body (or struct / interface) with this many lines or fewer is not worth a pair:
+# accessors, one-line wrappers.
+TRIVIAL_BODY_LINES = 2
+# At most this many calls / neighbours are named in an undocumented declaration's instruction.
+MAX_CALLS = 6
+MAX_NEIGHBOURS = 5
+# An undocumented function longer than this is too much to ask for from a signature alone.
+MAX_UNDOCUMENTED_LINES = 200
 
 _FUNCTION_TEMPLATES = (
     "Write a Go {what} `{sig}`{ctx} in package `{pkg}`. {doc}",
@@ -38,6 +49,17 @@ _TYPE_TEMPLATES = (
     "Write a Go {what} `{name}` in package `{pkg}`. {doc}",
     "Define the Go {what} `{name}` (package `{pkg}`). {doc}",
     "{doc} Declare this as the Go {what} `{name}` in package `{pkg}`.",
+)
+_UNDOCUMENTED_FUNCTION_TEMPLATES = (
+    "In package `{pkg}`{repo}, implement `{sig}`{ctx}.",
+    "Write the Go {what} `{sig}`{ctx} for package `{pkg}`{repo}.",
+    "Implement the Go {what} `{sig}`{ctx} in `{path}`{repo}.",
+    "Add the {what} `{sig}`{ctx} to package `{pkg}`{repo}.",
+)
+_UNDOCUMENTED_TYPE_TEMPLATES = (
+    "In package `{pkg}`{repo}, define the {what} `{name}`.",
+    "Declare the Go {what} `{name}` for package `{pkg}`{repo}.",
+    "Define the {what} `{name}` in `{path}`{repo}.",
 )
 _MAIN_TEMPLATES = (
     "Write the main.go of a Go {program}. {purpose}",
@@ -52,6 +74,12 @@ _NATS_SUBJECT = re.compile(r"^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$*>-]+)+$")
 _SUBSCRIBE_CALL = re.compile(r"Subscribe")
 _PUBLISH_CALL = re.compile(r"^(Publish|PublishMsg|Request|RequestMsg)$")
 _FLAG_CALL = re.compile(r"^(String|Int|Int64|Uint|Uint64|Bool|Duration|Float64)(Var)?$")
+_ROUTE_CALL = re.compile(r"^(Handle|HandleFunc|Get|Post|Put|Patch|Delete|Head|Options|Group)$")
+_ROUTE = re.compile(r"^(?:(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) )?/[\w./{}:*-]*$")
+# Functions the go tool runs as tests; they are not tasks to implement.
+_TEST_FUNCTION = re.compile(r"^(Test|Benchmark|Fuzz|Example)")
+# A major-version suffix or a `go-` / `.go` decoration is not part of an import's package name.
+_VERSION_ELEMENT = re.compile(r"^v\d+$")
 
 
 class _Source:
@@ -80,10 +108,12 @@ class _Source:
         return self.lines.span(self.char_offset(node.start_byte), self.char_offset(node.end_byte))
 
 
-def extract(text: str, path: str) -> Extraction:
-    """Pairs for every exported, documented function, method and type in `text`, and one for a
-    small `main.go` of package main. A file that does not parse gives a parse_error; a generated
-    file (`// Code generated ... DO NOT EDIT.`) gives nothing."""
+def extract(text: str, path: str, *, repo: str = "") -> Extraction:
+    """Pairs for every exported function, method and type in `text` (documented or not, when the
+    body is more than an accessor), and one for a small `main.go` of package main. `repo` (e.g.
+    `homelab/order-events-handler`) is named in the instructions of undocumented declarations. A
+    file that does not parse gives a parse_error; a generated file (`// Code generated ... DO NOT
+    EDIT.`) gives nothing."""
     try:
         source = _Source(text)
         tree = parse_go(text)
@@ -95,13 +125,14 @@ def extract(text: str, path: str) -> Extraction:
     package = _package_name(root, source)
     if _is_generated(root, source):
         return Extraction([])
+    file = _FileContext.read(root, source, package=package, path=path, repo=repo)
     pairs: list[ExtractedPair] = []
     skipped = 0
     for node in root.named_children:
         if node.type not in {"function_declaration", "method_declaration", "type_declaration"}:
             continue
         try:
-            pair = _declaration_pair(node, source, package, path)
+            pair = _declaration_pair(node, source, file)
         except Exception:  # one odd declaration must not cost the whole file
             pair, skipped = None, skipped + 1
         if pair is not None:
@@ -114,6 +145,80 @@ def extract(text: str, path: str) -> Extraction:
         if main is not None:
             pairs.append(main)
     return Extraction(pairs, None, skipped)
+
+
+class _FileContext:
+    """What an undocumented declaration's instruction may name about the file around it: the
+    package, the repository, the imported packages by the name code uses for them, and the
+    functions and methods declared beside it."""
+
+    def __init__(
+        self,
+        *,
+        package: str,
+        path: str,
+        repo: str,
+        imports: dict[str, str],
+        functions: list[str],
+        methods: dict[str, list[str]],
+    ) -> None:
+        self.package = package
+        self.path = path
+        self.repo = repo.rsplit("/", 1)[-1]
+        self.imports = imports
+        self.functions = functions
+        self.methods = methods
+
+    @classmethod
+    def read(
+        cls, root: tree_sitter.Node, source: _Source, *, package: str, path: str, repo: str
+    ) -> _FileContext:
+        imports: dict[str, str] = {}
+        for node in _walk(root):
+            if node.type != "import_spec":
+                continue
+            path_node = node.child_by_field_name("path")
+            value = _string_value(path_node, source) if path_node is not None else None
+            if not value:
+                continue
+            alias = node.child_by_field_name("name")
+            name = source.node_text(alias) if alias is not None else _import_name(value)
+            if name not in {"_", "."}:
+                imports[name] = value
+        functions: list[str] = []
+        methods: dict[str, list[str]] = {}
+        for node in root.named_children:
+            name_node = node.child_by_field_name("name")
+            if name_node is None:
+                continue
+            if node.type == "function_declaration":
+                functions.append(source.node_text(name_node))
+            elif node.type == "method_declaration":
+                receiver = _receiver_type(node, source).lstrip("*")
+                methods.setdefault(receiver, []).append(source.node_text(name_node))
+        return cls(
+            package=package,
+            path=path,
+            repo=repo,
+            imports=imports,
+            functions=functions,
+            methods=methods,
+        )
+
+    @property
+    def of_repo(self) -> str:
+        return f" of `{self.repo}`" if self.repo else ""
+
+
+def _import_name(import_path: str) -> str:
+    """The name Go code uses for an import without an alias, by convention: the last path element
+    without a major-version element, a `go-` prefix or a `.go` suffix (`nats.go` is `nats`)."""
+    elements = import_path.split("/")
+    name = elements[-1]
+    if _VERSION_ELEMENT.match(name) and len(elements) > 1:
+        name = elements[-2]
+    name = name.removeprefix("go-").removesuffix(".go").removesuffix("-go")
+    return name.replace("-", "_").replace(".", "_")
 
 
 def _is_generated(root: tree_sitter.Node, source: _Source) -> bool:
@@ -166,10 +271,10 @@ def _is_exported(name: str) -> bool:
 
 
 def _declaration_pair(
-    node: tree_sitter.Node, source: _Source, package: str, path: str
+    node: tree_sitter.Node, source: _Source, file: _FileContext
 ) -> ExtractedPair | None:
     if node.type == "type_declaration":
-        return _type_pair(node, source, package, path)
+        return _type_pair(node, source, file)
     name_node = node.child_by_field_name("name")
     body = node.child_by_field_name("body")
     if name_node is None or body is None or not body.named_children:
@@ -178,13 +283,18 @@ def _declaration_pair(
     if not _is_exported(name):
         return None
     doc = _go_doc(node, source)
-    if not doc:
+    if not doc and (
+        _is_test_function(name, file.path)
+        or _is_trivial(body, source)
+        or node.end_point.row - node.start_point.row >= MAX_UNDOCUMENTED_LINES
+    ):
         return None
     # The signature runs from the name (type parameters included) to the body.
     head = source.data[name_node.start_byte : body.start_byte].decode("utf-8")
     signature = " ".join(head.split())
     ctx = ""
     what = "function"
+    receiver = ""
     if node.type == "method_declaration":
         receiver = _receiver_type(node, source)
         if not receiver:
@@ -192,19 +302,133 @@ def _declaration_pair(
         what = "method"
         ctx = f" on the pointer receiver `{receiver}`" if receiver.startswith("*") else ""
         ctx = ctx or f" on the value receiver `{receiver}`"
-    template = pick(_FUNCTION_TEMPLATES, "go_function", path, name, ctx)
-    instruction = template.format(
-        what=what, sig=signature, ctx=ctx, pkg=package, doc=as_sentence(doc)
-    )
+    if doc:
+        kind = "go_function"
+        template = pick(_FUNCTION_TEMPLATES, "go_function", file.path, name, ctx)
+        instruction = template.format(
+            what=what, sig=signature, ctx=ctx, pkg=file.package, doc=as_sentence(doc)
+        )
+    else:
+        kind = "go_function_undocumented"
+        template = pick(_UNDOCUMENTED_FUNCTION_TEMPLATES, kind, file.path, name, ctx)
+        instruction = template.format(
+            what=what,
+            sig=signature,
+            ctx=ctx,
+            pkg=file.package,
+            repo=file.of_repo,
+            path=file.path,
+        )
+        facts = _function_facts(node, body, source, file, name, receiver.lstrip("*"))
+        instruction = " ".join([instruction, *facts])
     start_line, end_line = source.span(node)
     return code_pair(
         source.lines,
-        kind="go_function",
+        kind=kind,
         instruction=instruction,
         output=source.output(node),
         start_line=start_line,
         end_line=end_line,
     )
+
+
+def _is_test_function(name: str, path: str) -> bool:
+    return path.endswith("_test.go") and bool(_TEST_FUNCTION.match(name))
+
+
+def _is_trivial(block: tree_sitter.Node, source: _Source) -> bool:
+    """Whether a `{ ... }` block holds at most TRIVIAL_BODY_LINES lines of code between its
+    braces (comments and blank lines do not count)."""
+    inner = source.node_text(block).strip()[1:-1]
+    code = [
+        line for line in inner.splitlines() if line.strip() and not line.strip().startswith("//")
+    ]
+    return len(code) <= TRIVIAL_BODY_LINES
+
+
+def _parameter_names_of(parameters: tree_sitter.Node | None, source: _Source) -> list[str]:
+    if parameters is None:
+        return []
+    return [
+        source.node_text(n)
+        for parameter in parameters.named_children
+        for n in parameter.children_by_field_name("name")
+    ]
+
+
+def _parameter_names(node: tree_sitter.Node, source: _Source) -> set[str]:
+    names: set[str] = set()
+    for field in ("receiver", "parameters"):
+        parameters = node.child_by_field_name(field)
+        if parameters is None:
+            continue
+        for parameter in parameters.named_children:
+            names.update(source.node_text(n) for n in parameter.children_by_field_name("name"))
+    return names
+
+
+def _calls(
+    node: tree_sitter.Node, body: tree_sitter.Node, source: _Source, file: _FileContext, name: str
+) -> list[str]:
+    """The calls a body makes that an instruction can name without giving the body away: functions
+    of imported packages (`proto.Marshal`), methods of the parameters and the receiver
+    (`nc.Publish`), and the functions declared in the same file."""
+    parameters = _parameter_names(node, source)
+    receiver, own_methods = "", set()
+    if node.type == "method_declaration":
+        names = _parameter_names_of(node.child_by_field_name("receiver"), source)
+        receiver = names[0] if names else ""
+        own_methods = set(file.methods.get(_receiver_type(node, source).lstrip("*"), []))
+    calls: list[str] = []
+    for call in _walk(body):
+        if call.type != "call_expression":
+            continue
+        function = call.child_by_field_name("function")
+        if function is None:
+            continue
+        if function.type == "identifier":
+            callee = source.node_text(function)
+            if callee in file.functions and callee != name:
+                calls.append(callee)
+        elif function.type == "selector_expression":
+            operand = function.child_by_field_name("operand")
+            field = function.child_by_field_name("field")
+            if operand is None or field is None or operand.type != "identifier":
+                continue
+            owner, method = source.node_text(operand), source.node_text(field)
+            if owner == receiver:
+                # Only the type's own methods: promoted ones (`am.Lock`) say little.
+                if method in own_methods and method != name:
+                    calls.append(f"{owner}.{method}")
+            elif owner in file.imports or owner in parameters:
+                calls.append(f"{owner}.{method}")
+    return _unique(calls)
+
+
+def _function_facts(
+    node: tree_sitter.Node,
+    body: tree_sitter.Node,
+    source: _Source,
+    file: _FileContext,
+    name: str,
+    receiver: str,
+) -> list[str]:
+    facts: list[str] = []
+    calls = _calls(node, body, source, file, name)
+    if calls:
+        facts.append(f"It calls {code_list(calls, limit=MAX_CALLS)}.")
+    # The declarations right before and after it say where it goes; a list of every neighbour in
+    # a long file would say nothing.
+    skip = {c.rsplit(".", 1)[-1] for c in calls}
+    if receiver:
+        place = neighbours(file.methods.get(receiver, []), name, skip=skip)
+        if place:
+            facts.append(f"Among the methods of `{receiver}` it goes {place}.")
+    else:
+        place = neighbours(file.functions, name, skip=skip)
+        if place:
+            facts.append(f"In the file it goes {place}.")
+    return facts
 
 
 def _receiver_type(node: tree_sitter.Node, source: _Source) -> str:
@@ -220,9 +444,7 @@ def _receiver_type(node: tree_sitter.Node, source: _Source) -> str:
     return ""
 
 
-def _type_pair(
-    node: tree_sitter.Node, source: _Source, package: str, path: str
-) -> ExtractedPair | None:
+def _type_pair(node: tree_sitter.Node, source: _Source, file: _FileContext) -> ExtractedPair | None:
     # Grouped declarations (`type ( ... )`) are left out: one spec alone is not valid Go.
     if any(child.type == "(" for child in node.children):
         return None
@@ -238,8 +460,6 @@ def _type_pair(
     if not _is_exported(name):
         return None
     doc = _go_doc(node, source)
-    if not doc:
-        return None
     members: list[str] = []
     if spec.type == "type_alias":
         what = "type alias"
@@ -259,23 +479,46 @@ def _type_pair(
         ]
     else:
         what = "type"
-    template = pick(_TYPE_TEMPLATES, "go_type", path, name)
-    instruction = template.format(what=what, name=name, pkg=package, doc=as_sentence(doc))
+    if doc:
+        kind = "go_type"
+        template = pick(_TYPE_TEMPLATES, "go_type", file.path, name)
+        instruction = template.format(what=what, name=name, pkg=file.package, doc=as_sentence(doc))
+    else:
+        # Only structs and interfaces with more than a couple of members say enough to ask for.
+        body = _members_block(type_node)
+        if body is None or not members or _is_trivial(body, source):
+            return None
+        kind = "go_type_undocumented"
+        template = pick(_UNDOCUMENTED_TYPE_TEMPLATES, kind, file.path, name)
+        instruction = template.format(
+            what=what, name=name, pkg=file.package, repo=file.of_repo, path=file.path
+        )
     if members and what == "struct type":
         noun = "field" if len(members) == 1 else "fields"
         instruction += f" Its {noun}: {code_list(members, limit=10)}."
     elif members:
         noun = "method" if len(members) == 1 else "methods"
         instruction += f" Its {noun}: {code_list(members, limit=10)}."
+    if not doc and file.methods.get(name):
+        methods = file.methods[name]
+        noun = "method" if len(methods) == 1 else "methods"
+        instruction += f" The file gives it the {noun} {code_list(methods, limit=MAX_NEIGHBOURS)}."
     start_line, end_line = source.span(node)
     return code_pair(
         source.lines,
-        kind="go_type",
+        kind=kind,
         instruction=instruction,
         output=source.output(node),
         start_line=start_line,
         end_line=end_line,
     )
+
+
+def _members_block(type_node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """The `{ ... }` of a struct (its field list) or an interface (the type itself)."""
+    if type_node.type == "interface_type":
+        return type_node
+    return next((c for c in type_node.named_children if c.type == "field_declaration_list"), None)
 
 
 def _members(node: tree_sitter.Node, node_type: str) -> list[tree_sitter.Node]:
@@ -363,11 +606,13 @@ def _unique(values: list[str]) -> list[str]:
 
 
 def _main_facts(root: tree_sitter.Node, source: _Source) -> list[str]:
-    """Sentences about what main.go itself names: environment variables, flags, NATS subjects
-    and the modules it imports. Nothing that is not literally in the file."""
+    """Sentences about what main.go itself names: environment variables, flags, NATS subjects,
+    HTTP routes, the modules it imports and the functions it declares. Nothing that is not
+    literally in the file."""
     env_vars: list[str] = []
     flags: list[str] = []
     subjects: list[str] = []
+    routes: list[str] = []
     subscribes = publishes = False
     for node in _walk(root):
         if node.type != "call_expression":
@@ -378,6 +623,8 @@ def _main_facts(root: tree_sitter.Node, source: _Source) -> list[str]:
             env_vars.append(argument)
         elif _FLAG_CALL.match(callee) and argument and _is_flag_call(node, source):
             flags.append(argument)
+        elif _ROUTE_CALL.match(callee) and argument and _ROUTE.match(argument):
+            routes.append(argument)
         if _SUBSCRIBE_CALL.search(callee):
             subscribes = True
             if argument and _NATS_SUBJECT.match(argument):
@@ -414,8 +661,22 @@ def _main_facts(root: tree_sitter.Node, source: _Source) -> list[str]:
     if flags:
         noun = "flag" if len(flags) == 1 else "flags"
         facts.append(f"It accepts the command-line {noun} {code_list(flags)}.")
+    routes = _unique(routes)
+    if routes:
+        noun = "route" if len(routes) == 1 else "routes"
+        facts.append(f"It serves the HTTP {noun} {code_list(routes)}.")
     if imports:
         facts.append(f"It imports {code_list(imports, limit=5)}.")
+    helpers = [
+        source.node_text(name)
+        for node in root.named_children
+        if node.type == "function_declaration"
+        and (name := node.child_by_field_name("name")) is not None
+        and source.node_text(name) != "main"
+    ]
+    if helpers:
+        noun = "function" if len(helpers) == 1 else "functions"
+        facts.append(f"Besides `main` it declares the {noun} {code_list(helpers, limit=6)}.")
     return facts
 
 
@@ -442,6 +703,8 @@ def _main_pair(root: tree_sitter.Node, source: _Source, path: str) -> ExtractedP
         program = f"command `{match.group(1)}`"
     elif facts and facts[0].startswith("It subscribes"):
         program = "service"
+    elif any(fact.startswith("It serves the HTTP") for fact in facts):
+        program = "HTTP service"
     purpose = " ".join([as_sentence(doc), *facts] if doc else facts)
     template = pick(_MAIN_TEMPLATES, "go_main", path)
     instruction = template.format(program=program, path=path, purpose=purpose)

@@ -1,6 +1,8 @@
-"""Instruction pairs from Python source: documented functions, methods and classes, and small
-documented modules. The instruction is built from the docstring and the signature; the output is
-the definition exactly as written, decorators included."""
+"""Instruction pairs from Python source: functions, methods and classes, and small documented
+modules. A documented definition is described by its docstring and signature; an undocumented one
+by what the code shows (signature, class, file, repository, the calls it makes, the exceptions it
+raises and its neighbours). The output is the definition exactly as written, decorators
+included."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from coder_assets.core.extract_common import (
     code_list,
     code_pair,
     first_paragraph,
+    neighbours,
     pick,
     row_starts,
     word_count,
@@ -27,6 +30,12 @@ MODULE_MAX_LINES = 120
 MIN_DOC_WORDS = 3
 # Longer decorator expressions are shortened to their name in the instruction.
 MAX_DECORATOR_CHARS = 80
+# An undocumented body of this many lines or fewer (accessors, one-line wrappers) is no task.
+TRIVIAL_BODY_LINES = 2
+# An undocumented definition longer than this is too much to ask for from a signature alone.
+MAX_UNDOCUMENTED_LINES = 200
+# At most this many calls / neighbours are named in an undocumented definition's instruction.
+MAX_CALLS = 6
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 _DefNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -42,6 +51,17 @@ _CLASS_TEMPLATES = (
     "Implement the Python class `{name}`{ctx}: {doc}",
     "{doc} Write this as the Python class `{name}`{ctx}.",
 )
+_UNDOCUMENTED_FUNCTION_TEMPLATES = (
+    "In `{path}`{repo}, implement the {what} `{sig}`{ctx}.",
+    "Write the Python {what} `{sig}`{ctx} for `{path}`{repo}.",
+    "Implement the {what} `{sig}`{ctx} in `{path}`{repo}.",
+    "Add the {what} `{sig}`{ctx} to `{path}`{repo}.",
+)
+_UNDOCUMENTED_CLASS_TEMPLATES = (
+    "In `{path}`{repo}, write the Python class `{name}`{ctx}.",
+    "Write the class `{name}`{ctx} for `{path}`{repo}.",
+    "Implement the Python class `{name}`{ctx} in `{path}`{repo}.",
+)
 _MODULE_TEMPLATES = (
     "Write the Python module `{path}`. {doc}",
     "Write a Python module `{path}` for the following purpose: {doc}",
@@ -49,9 +69,11 @@ _MODULE_TEMPLATES = (
 )
 
 
-def extract(text: str, path: str) -> Extraction:
-    """Pairs for every documented function, method and class in `text`, plus one for the whole
-    module when it is documented and short. A file that does not parse gives a parse_error."""
+def extract(text: str, path: str, *, repo: str = "") -> Extraction:
+    """Pairs for every function, method and class in `text` that is documented or has more than a
+    trivial body (tests left out), plus one for the whole module when it is documented and short.
+    `repo` (e.g. `homelab/kfp-training-pipelines`) is named in the instructions of undocumented
+    definitions. A file that does not parse gives a parse_error."""
     try:
         with warnings.catch_warnings():
             # Invalid escape sequences and the like are the file's business, not a log line.
@@ -63,22 +85,56 @@ def extract(text: str, path: str) -> Extraction:
     # ast numbers lines split on \r\n, \r and \n; SourceLines maps them onto splitlines().
     rows = row_starts(text, r"\r\n|\r|\n")
     render = _Render(text, rows)
+    module = _ModuleContext.read(tree, path, repo)
     pairs: list[ExtractedPair] = []
     skipped = 0
     for node, owner in _definitions(tree.body, None):
         try:
-            pair = _definition_pair(node, owner, rows, lines, path, render)
+            pair = _definition_pair(node, owner, rows, lines, module, render)
         except Exception:  # one odd definition must not cost the whole file
             pair, skipped = None, skipped + 1
         if pair is not None:
             pairs.append(pair)
     try:
-        module = _module_pair(tree, text, lines, path)
+        whole = _module_pair(tree, text, lines, path)
     except Exception:
-        module, skipped = None, skipped + 1
-    if module is not None:
-        pairs.append(module)
+        whole, skipped = None, skipped + 1
+    if whole is not None:
+        pairs.append(whole)
     return Extraction(pairs, None, skipped)
+
+
+class _ModuleContext:
+    """What an undocumented definition's instruction may name about the module around it: its
+    path, the repository, the names it imports and the functions and classes it defines."""
+
+    def __init__(
+        self, tree: ast.Module, path: str, repo: str, imports: set[str], definitions: list[str]
+    ) -> None:
+        self.tree = tree
+        self.path = path
+        self.repo = repo.rsplit("/", 1)[-1]
+        self.imports = imports
+        self.definitions = definitions
+
+    @classmethod
+    def read(cls, tree: ast.Module, path: str, repo: str) -> _ModuleContext:
+        imports: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imports.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imports.update(a.asname or a.name for a in node.names if a.name != "*")
+        definitions = [
+            stmt.name
+            for stmt in tree.body
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
+        return cls(tree, path, repo, imports, definitions)
+
+    @property
+    def of_repo(self) -> str:
+        return f" of `{self.repo}`" if self.repo else ""
 
 
 def _definitions(
@@ -240,36 +296,128 @@ def _definition_pair(
     owner: ast.ClassDef | None,
     rows: list[int],
     lines: SourceLines,
-    path: str,
+    module: _ModuleContext,
     render: _Render,
 ) -> ExtractedPair | None:
-    docstring = ast.get_docstring(node)
-    if not docstring or _is_trivial(node.body):
-        return None
     if node.name.startswith("__") and node.name.endswith("__") and node.name != "__init__":
         return None
-    doc = first_paragraph(docstring)
-    if word_count(doc) < MIN_DOC_WORDS:
+    docstring = ast.get_docstring(node)
+    doc = first_paragraph(docstring) if docstring else ""
+    if docstring and (_is_trivial(node.body) or word_count(doc) < MIN_DOC_WORDS):
+        return None
+    if not docstring and not _worth_asking(node, owner):
         return None
     block = _block(node, render.text, rows, lines)
     if block is None:
         return None
     output, start_line, end_line = block
-    key = (path, owner.name if owner else "", node.name)
+    if not docstring and end_line - start_line + 1 > MAX_UNDOCUMENTED_LINES:
+        return None
+    key = (module.path, owner.name if owner else "", node.name)
     if isinstance(node, ast.ClassDef):
-        instruction = _class_instruction(node, owner, doc, key, render)
+        instruction = _class_instruction(node, owner, doc, key, render, module)
         kind = "python_class"
     else:
-        instruction = _function_instruction(node, owner, doc, key, render)
+        instruction = _function_instruction(node, owner, doc, key, render, module)
         kind = "python_function"
     return code_pair(
         lines,
-        kind=kind,
+        kind=kind if docstring else f"{kind}_undocumented",
         instruction=instruction,
         output=output,
         start_line=start_line,
         end_line=end_line,
     )
+
+
+def _worth_asking(node: _DefNode, owner: ast.ClassDef | None) -> bool:
+    """Whether an undocumented definition is more than a test, a stub or an accessor: tests
+    (`test_*`, classes `Test*` and their methods) are not tasks to implement, and a body of
+    TRIVIAL_BODY_LINES lines or fewer says nothing a signature does not."""
+    if node.name.startswith("test_") or node.name.startswith("Test"):
+        return False
+    if owner is not None and owner.name.startswith("Test"):
+        return False
+    if _is_trivial(node.body) or node.end_lineno is None:
+        return False
+    if isinstance(node, ast.ClassDef) and not any(
+        isinstance(stmt, ast.AnnAssign)
+        or (
+            isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+            and not (stmt.name.startswith("__") and stmt.name != "__init__")
+        )
+        for stmt in node.body
+    ):
+        # Nothing to name but dunders or plain constants: the request would say nothing.
+        return False
+    return node.end_lineno - node.body[0].lineno + 1 > TRIVIAL_BODY_LINES
+
+
+def _calls(node: _DefNode, owner: ast.ClassDef | None, module: _ModuleContext) -> list[str]:
+    """The calls a body makes that an instruction can name without giving the body away: imported
+    functions and modules (`json.dumps`), the module's own functions and classes, and the class's
+    own methods (`self._flush`). Nested definitions are part of the body and are walked too."""
+    own_methods = (
+        {s.name for s in owner.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)}
+        if owner is not None
+        else set()
+    )
+    known = module.imports | set(module.definitions)
+    found: list[tuple[int, int, str]] = []
+    # The body only: decorators are named in the instruction already.
+    for child in (c for stmt in node.body for c in ast.walk(stmt)):
+        if not isinstance(child, ast.Call):
+            continue
+        func = child.func
+        position = (child.lineno, child.col_offset)
+        if isinstance(func, ast.Name) and func.id in known and func.id != node.name:
+            found.append((*position, func.id))
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            base = func.value.id
+            if base in module.imports or (base in {"self", "cls"} and func.attr in own_methods):
+                found.append((*position, f"{base}.{func.attr}"))
+    return list(dict.fromkeys(name for *_, name in sorted(found)))
+
+
+def _raised(node: _DefNode) -> list[str]:
+    """Exception classes the body raises by name (`raise ValueError(...)`)."""
+    raised: list[str] = []
+    for child in (c for stmt in node.body for c in ast.walk(stmt)):
+        if isinstance(child, ast.Raise) and child.exc is not None:
+            exc = child.exc.func if isinstance(child.exc, ast.Call) else child.exc
+            if isinstance(exc, ast.Name) and exc.id[:1].isupper():
+                raised.append(exc.id)
+    return list(dict.fromkeys(raised))
+
+
+def _undocumented_facts(
+    node: _DefNode, owner: ast.ClassDef | None, module: _ModuleContext
+) -> list[str]:
+    facts: list[str] = []
+    raised = _raised(node)
+    calls = [c for c in _calls(node, owner, module) if c not in raised]
+    if calls:
+        facts.append(f"It calls {code_list(calls, limit=MAX_CALLS)}.")
+    if raised:
+        facts.append(f"It raises {code_list(raised, limit=MAX_CALLS)}.")
+    if isinstance(node, ast.ClassDef):
+        return facts
+    # The definitions right before and after it say where it goes; a list of every neighbour in a
+    # long file would say nothing.
+    body = owner.body if owner is not None else module.tree.body
+    place = neighbours(
+        [
+            s.name
+            for s in body
+            if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ],
+        node.name,
+        skip={c.removeprefix("self.").removeprefix("cls.") for c in calls},
+    )
+    if place:
+        where = f"`{owner.name}`" if owner is not None else "the module"
+        facts.append(f"In {where} it goes {place}.")
+    return facts
 
 
 def _function_instruction(
@@ -278,6 +426,7 @@ def _function_instruction(
     doc: str,
     key: tuple[str, ...],
     render: _Render,
+    module: _ModuleContext,
 ) -> str:
     decorators = _decorator_names(node)
     is_async = isinstance(node, ast.AsyncFunctionDef)
@@ -308,10 +457,18 @@ def _function_instruction(
             signature = _signature(node, render, drop_first=drop_first)
         if is_async:
             what = f"async {what}"
-    template = pick(_FUNCTION_TEMPLATES, "python_function", *key)
-    instruction = template.format(what=what, sig=signature, ctx=ctx, doc=as_sentence(doc))
+    if doc:
+        template = pick(_FUNCTION_TEMPLATES, "python_function", *key)
+        instruction = template.format(what=what, sig=signature, ctx=ctx, doc=as_sentence(doc))
+    else:
+        template = pick(_UNDOCUMENTED_FUNCTION_TEMPLATES, "python_function_undocumented", *key)
+        instruction = template.format(
+            what=what, sig=signature, ctx=ctx, path=module.path, repo=module.of_repo
+        )
     if shown:
         instruction += f" Decorate it with {' '.join(f'`{d}`' for d in shown)}."
+    if not doc:
+        instruction = " ".join([instruction, *_undocumented_facts(node, owner, module)])
     return instruction
 
 
@@ -321,6 +478,7 @@ def _class_instruction(
     doc: str,
     key: tuple[str, ...],
     render: _Render,
+    module: _ModuleContext,
 ) -> str:
     details: list[str] = []
     bases = [render(base) for base in [*node.bases, *node.keywords]]
@@ -332,8 +490,22 @@ def _class_instruction(
     if owner is not None:
         details.append(f"nested in `{owner.name}`")
     ctx = f" ({', '.join(details)})" if details else ""
-    template = pick(_CLASS_TEMPLATES, "python_class", *key)
-    instruction = template.format(name=node.name, ctx=ctx, doc=as_sentence(doc))
+    if doc:
+        template = pick(_CLASS_TEMPLATES, "python_class", *key)
+        instruction = template.format(name=node.name, ctx=ctx, doc=as_sentence(doc))
+    else:
+        template = pick(_UNDOCUMENTED_CLASS_TEMPLATES, "python_class_undocumented", *key)
+        instruction = template.format(
+            name=node.name, ctx=ctx, path=module.path, repo=module.of_repo
+        )
+        fields = [
+            stmt.target.id
+            for stmt in node.body
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+        ]
+        if fields:
+            noun = "field" if len(fields) == 1 else "fields"
+            instruction += f" It has the {noun} {code_list(fields, limit=10)}."
     methods = [
         stmt.name
         for stmt in node.body
@@ -343,6 +515,8 @@ def _class_instruction(
     if methods:
         noun = "method" if len(methods) == 1 else "methods"
         instruction += f" It has the {noun} {code_list(methods)}."
+    if not doc:
+        instruction = " ".join([instruction, *_undocumented_facts(node, owner, module)])
     return instruction
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-# Kinds of instruction pair, one per source.
+# Kinds of instruction pair, one per source. `*_undocumented` pairs are asked from what the code
+# shows (signature, calls, neighbours) because the definition has no docstring / doc comment.
 PAIR_KINDS = (
     "python_function",
+    "python_function_undocumented",
     "python_class",
+    "python_class_undocumented",
     "python_module",
     "go_function",
+    "go_function_undocumented",
     "go_type",
+    "go_type_undocumented",
     "go_main",
     "k8s_manifest",
     "adr_decision",
