@@ -18,6 +18,8 @@ from coder_assets.core.quality import QUALITY_REASONS, pair_quality
         ("python_function", 'def name(self):\n    """The name."""\n    return self._name\n',
          "trivial_accessor"),
         ("go_function", "func (r *Repo) Name() string {\n\treturn r.name\n}\n", "trivial_accessor"),
+        ("go_function_undocumented", "func (r *Repo) Name() string {\n\treturn r.name\n}\n",
+         "trivial_accessor"),
         ("python_function", "def setup(self, value):\n    # keep it\n    self.value = value\n",
          "trivial_accessor"),
         ("python_function", "def run(self):\n    '''Run.'''\n    raise NotImplementedError\n",
