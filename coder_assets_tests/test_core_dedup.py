@@ -3,6 +3,7 @@ candidates re-checked with exact Jaccard, union-find clusters and an order-indep
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -209,7 +210,7 @@ def test_sort_key_outranks_length_and_ties_go_to_the_smaller_id() -> None:
     assert tie.kept == ["y"]
 
 
-def test_union_find_makes_near_duplication_transitive() -> None:
+def test_a_chain_is_one_cluster_but_only_near_copies_of_a_kept_sample_are_dropped() -> None:
     a = function_source()
     a_lines = a.split("\n")
     # b shares most of a; c shares most of b; a and c are below the threshold.
@@ -224,8 +225,14 @@ def test_union_find_makes_near_duplication_transitive() -> None:
     assert jaccard(sets["b"], sets["c"]) >= 0.7
     assert jaccard(sets["a"], sets["c"]) < 0.7
     result = run([Sample("a", "r", a), Sample("b", "r", b), Sample("c", "r", c)])
-    assert len(set(result.clusters.values())) == 1
-    assert len(result.kept) == 1
+    assert len(set(result.clusters.values())) == 1  # one cluster: one split
+    # Only near copies of a kept sample are dropped: the ends of the chain are no copies.
+    for dropped, (kept, _) in result.dropped.items():
+        assert kept in result.kept and jaccard(sets[dropped], sets[kept]) >= 0.7
+    for x, y in itertools.combinations(result.kept, 2):
+        assert jaccard(sets[x], sets[y]) < 0.7
+    # a is the longest, so it is kept; b is its near copy; c is not a's and is kept too.
+    assert sorted(result.kept) == ["a", "c"] and result.dropped["b"] == ("a", "near")
 
 
 def test_missing_or_mis_sized_signature_names_the_sample() -> None:

@@ -6,7 +6,8 @@ Two passes over the samples:
 2. near: MinHash signatures over 5-gram token shingles are banded for LSH; every candidate pair
    the bands yield is re-checked with the EXACT Jaccard similarity of the two shingle sets and
    merged only at `>= threshold`, so the LSH S-curve becomes a cutoff. Merged pairs are clustered
-   with union-find, so near-duplication is transitive (a~b and b~c put a, b and c in one cluster).
+   with union-find, so clusters are transitive (a~b and b~c put a, b and c in one cluster); a
+   sample is dropped only as a near copy of one that is kept (see the keep rule).
 
 LSH bands and rows: `lsh_params` picks the largest rows-per-band `r` (fewest spurious candidates)
 for which a pair exactly at the threshold still collides in some band with probability
@@ -16,11 +17,14 @@ P(collide | J=0.5) = 0.48, P(collide | J=0.3) = 0.03. (datasketch's "optimal" pa
 place the threshold near the S-curve's midpoint, which loses a large share of pairs just above
 it; here false positives only cost a verification, so the curve is shifted left.)
 
-Keep rule: one sample per cluster is kept, the one with the smallest
+Keep rule: samples are taken in the order of the smallest
 `(sort_key, -len(normalise(text)), sample_id)`: the caller's preference first (`sort_key`,
-default `()`), then the longest normalised text, then the smallest sample id. The rule is a
-total order on the samples, so which sample is kept, and each cluster's id (the kept sample's
-id), depend only on the set of samples, never on their input order.
+default `()`), then the longest normalised text, then the smallest sample id. A sample within the
+threshold (exact Jaccard) of one already kept is dropped with that one as its reference; any
+other is kept. So a cluster keeps its best member and whatever in it is not a near copy of a
+kept sample (the far end of a chain), and no two kept samples are near copies. The order is
+total, so what is kept, and each cluster's id (its best member's id), depend only on the set of
+samples, never on their input order.
 
 Signatures are datasketch-compatible: `signatures()` computes, vectorised over a batch, exactly
 what `datasketch.MinHash(num_perm, seed, hashfunc=int)` (datasketch >= 2.0, default scheme
@@ -112,11 +116,11 @@ class Sample:
 class DedupResult:
     """What deduplication decided.
 
-    `kept` lists the kept ids in input order; `dropped` maps each dropped id to the kept id of
-    its cluster and whether its normalised text equals the kept one ("exact") or not ("near");
-    `clusters` maps every id to its cluster id (the kept id). `candidate_pairs` counts the distinct
-    LSH candidate pairs, `verified_pairs` those whose exact Jaccard was computed (pairs already in
-    one cluster are not re-checked), and `merged_pairs` lists the pairs merged by the near pass
+    `kept` lists the kept ids in input order; `dropped` maps each dropped id to the kept id it
+    is a copy of and whether its normalised text equals that one ("exact") or is within the
+    threshold ("near"); `clusters` maps every id to its cluster id (the cluster's best member).
+    `candidate_pairs` counts the distinct LSH candidate pairs, `verified_pairs` those whose exact
+    Jaccard was computed (all of them), and `merged_pairs` lists the pairs within the threshold
     as `(id, id, jaccard)`, sorted.
     """
 
@@ -239,29 +243,40 @@ def deduplicate(
     )  # fmt: skip
     verified = 0
     merged: list[tuple[str, str, float]] = []
+    near: dict[int, list[int]] = {}  # position -> positions within the threshold
     for x, y in pairs:
-        root_x, root_y = find(x), find(y)
-        if root_x == root_y:
-            continue
         verified += 1
         similarity = jaccard(shingle_sets[x], shingle_sets[y])
         if similarity >= config.threshold:
-            parent[max(root_x, root_y)] = min(root_x, root_y)
+            root_x, root_y = find(x), find(y)
+            if root_x != root_y:
+                parent[max(root_x, root_y)] = min(root_x, root_y)
+            near.setdefault(x, []).append(y)
+            near.setdefault(y, []).append(x)
             first, second = sorted((ids[reps[x]], ids[reps[y]]))
             merged.append((first, second, similarity))
 
-    # Clusters: each near component's best member (reps are sorted by key) is the kept one.
-    kept_of_root: dict[int, int] = {}
+    # Keep: in the keep order, a representative is dropped when it is within the threshold of
+    # one already kept (the best such is its reference), and kept otherwise. So every dropped
+    # sample is a near copy of the one that stands for it, while a chain a~b~c whose ends are
+    # far apart keeps both ends. Clusters (the components, named by their best member) still
+    # decide the split, so nothing of a chain leaks across splits.
+    keeper: dict[int, int] = {}  # position -> the kept position that stands for it
+    for position in range(len(reps)):
+        kept_near = [other for other in near.get(position, ()) if keeper.get(other) == other]
+        keeper[position] = min(kept_near) if kept_near else position
+    best_of_root: dict[int, int] = {}
     for position, rep in enumerate(reps):
-        kept_of_root.setdefault(find(position), rep)
+        best_of_root.setdefault(find(position), rep)
     clusters: dict[str, str] = {}
     dropped: dict[str, tuple[str, str]] = {}
     kept_set: set[int] = set()
     for position, rep in enumerate(reps):
-        kept = kept_of_root[find(position)]
-        kept_set.add(kept)
+        kept = reps[keeper[position]]
+        if keeper[position] == position:
+            kept_set.add(rep)
         for member in rep_members[rep]:
-            clusters[ids[member]] = ids[kept]
+            clusters[ids[member]] = ids[best_of_root[find(position)]]
             if member != kept:
                 reason = "exact" if normalised[member] == normalised[kept] else "near"
                 dropped[ids[member]] = (ids[kept], reason)
