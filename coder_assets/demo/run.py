@@ -95,10 +95,14 @@ DEMO_EVAL_CONFIG = {
 }
 
 
-def run_demo(instance: dg.DagsterInstance, until: str = "training") -> list[DemoResult]:
-    """Create the sample repos, register their partitions and run repo_job for every one; then
-    dataset_job; then train_deploy_job through waterdeep_executor (stopping after `until`)."""
-    create_sample_repos(repos_dir())
+def run_demo(
+    instance: dg.DagsterInstance, until: str = "training", *, sample_repos: bool = True
+) -> list[DemoResult]:
+    """Create the sample repos (unless `sample_repos` is off), register the partitions of every
+    repo in the folder and run repo_job for each; then dataset_job; then train_deploy_job
+    through waterdeep_executor (stopping after `until`)."""
+    if sample_repos:
+        create_sample_repos(repos_dir())
     # Imported after the repos exist so the code location sees them on first load.
     from coder_assets.definitions import build_definitions
 
