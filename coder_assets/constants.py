@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+# Re-exported: settings are parsed in coder_assets.settings.
+from coder_assets.settings import int_setting as int_setting
+from coder_assets.settings import path_setting
 
 # Asset groups, one per stage.
 SOURCES_GROUP = "sources"
@@ -36,22 +39,6 @@ DEFAULT_WEEKLY_CRON = "0 3 * * 0"
 OPT_OUT_FILE = ".coder-assets.yaml"
 
 
-def int_setting(name: str, default: int) -> int:
-    """A whole-number setting from the environment, with a clear error when it is not one."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be a whole number, got {raw!r}; unset it to use {default}"
-        ) from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}; unset it to use {default}")
-    return value
-
-
 def coder_assets_home() -> Path:
     """Root of everything coder_assets writes locally (mirrors, asset storage, demo repos)."""
-    return Path(os.environ.get("CODER_ASSETS_HOME", "~/.coder-assets")).expanduser().resolve()
+    return Path(path_setting("CODER_ASSETS_HOME", "~/.coder-assets", folder=True)).resolve()

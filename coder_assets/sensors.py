@@ -13,7 +13,6 @@ from coder_assets.constants import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     REPO_PARTITIONS_NAME,
     TRIGGER_TAG,
-    int_setting,
 )
 from coder_assets.core.changes import SensorCursor, plan_changes
 from coder_assets.core.errors import CoderAssetsError
@@ -23,6 +22,7 @@ from coder_assets.jobs import repo_job, train_deploy_job
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import RepoSourceResource
+from coder_assets.settings import int_setting
 
 SENSOR_INTERVAL_SECONDS = int_setting(
     "CODER_ASSETS_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS

@@ -7,6 +7,10 @@ class CoderAssetsError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+class SettingError(CoderAssetsError, ValueError):
+    """An environment setting whose value is not of the expected kind."""
+
+
 class PartitionKeyError(CoderAssetsError, ValueError):
     """A partition key that does not decode to `owner/name`."""
 

@@ -1,0 +1,81 @@
+"""The one place where number and path settings are read from the environment. A bad value fails
+the code location's load with a message that names the variable, the value and what is expected,
+instead of a bare `invalid literal for int()`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coder_assets.core.errors import SettingError
+
+
+def _raw(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def int_setting(name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole-number setting in `[minimum, maximum]`, or `default` when unset or empty."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(
+            f"{name} must be a whole number {bounds}, got {raw!r}; fix it or unset it to use "
+            f"{default}"
+        ) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise SettingError(
+            f"{name} must be a whole number {bounds}, got {value}; fix it or unset it to use "
+            f"{default}"
+        )
+    return value
+
+
+def port_setting(name: str, default: int) -> int:
+    """A TCP port number (1-65535)."""
+    return int_setting(name, default, minimum=1, maximum=65535)
+
+
+def float_setting(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A number setting of at least `minimum`, or `default` when unset or empty."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(
+            f"{name} must be a number of at least {minimum:g}, got {raw!r}; fix it or unset it "
+            f"to use {default:g}"
+        ) from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingError(
+            f"{name} must be a number of at least {minimum:g}, got {raw!r}; fix it or unset it "
+            f"to use {default:g}"
+        )
+    return value
+
+
+def path_setting(name: str, default: str | Path = "", *, folder: bool = False) -> str:
+    """A path on this machine: absolute, or starting with `~`, which is expanded. Relative paths
+    are refused because each Dagster process has its own working directory. With `folder`, a
+    path that exists must be a folder. Unset or empty gives `default` (which may be empty)."""
+    raw = _raw(name)
+    if not raw:
+        return str(Path(default).expanduser()) if str(default) else ""
+    expected = "an absolute path (or one starting with ~)"
+    if "\x00" in raw:
+        raise SettingError(f"{name} must be {expected}, got {raw!r} (it holds a NUL byte)")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise SettingError(
+            f"{name} must be {expected}, got {raw!r}; Dagster's processes each have their own "
+            "working directory, so a relative path would mean different folders"
+        )
+    if folder and path.exists() and not path.is_dir():
+        raise SettingError(f"{name} must name a folder, got {raw!r}, which is a file")
+    return str(path)
