@@ -251,7 +251,8 @@ def test_training_dataset_publishes_to_s3_and_a_real_mlflow_server(
     assert json.loads((fetched / MANIFEST_FILE).read_text())["version"] == version
     assert metadata["mlflow_run"].startswith(mlflow_server.url)
     run = MlflowClient(tracking_uri=mlflow_server.url).get_run(metadata["mlflow_run_id"])
-    assert run.data.params["dataset_uri"] == metadata["uri"]
+    assert run.data.tags["coder_assets.dataset_uri"] == metadata["uri"]
+    assert "dataset_uri" not in run.data.params
 
 
 def test_base_model_builds_the_dev_model_and_versions_it(tmp_path: Path) -> None:

@@ -475,11 +475,12 @@ def training_dataset(
             f"{len(published.skipped)} already there"
         )
         run_id = mlflow_tracking.dataset_run(version)
+        # The location is a tag, not a param: params never change, and the same version may move
+        # (local bucket -> S3, another bucket) while the MLflow store stays.
         mlflow_tracking.log_params(
             run_id,
             {
                 "dataset_version": version,
-                "dataset_uri": published.uri,
                 "base_model_version": manifest["base_model_version"],
                 "max_seq_length": manifest["max_seq_length"],
                 **_flat_params(manifest["config"], "dataset."),
