@@ -504,8 +504,9 @@ def test_s3_compatible_client_sends_checksums_only_when_required(s3_server, buck
 
     assert client.meta.config.request_checksum_calculation == "when_required"
     assert client.meta.config.response_checksum_validation == "when_required"
-    # botocore reads retries["max_attempts"] as retries after the first call: 3 means 4 calls.
-    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 4}
+    # botocore reads retries["max_attempts"] as retries after the first call; the deadline caps
+    # them at 2, so 3 asked for means 3 calls in all.
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
     assert client.meta.endpoint_url == s3_server.endpoint_url
     assert client.meta.region_name == REGION
     headers = _request_headers(client)
@@ -513,10 +514,6 @@ def test_s3_compatible_client_sends_checksums_only_when_required(s3_server, buck
     assert not [h for h in headers if h.lower().startswith("x-amz-checksum")]
     # The same call through dagster-aws's own resource does send one: the setting is what differs.
     plain = S3Resource(**s3_fields(s3_server.endpoint_url)).get_client()
-    assert (
-        plain.meta.config.retries
-        == s3_settings(s3_server.endpoint_url).get_client().meta.config.retries
-    )
     plain_headers = _request_headers(plain)
     plain.put_object(Bucket=bucket, Key="probe", Body=b"probe")
     assert [h for h in plain_headers if h.lower().startswith("x-amz-checksum")]

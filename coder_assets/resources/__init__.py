@@ -11,11 +11,12 @@ from typing import Any
 
 import dagster as dg
 
-from coder_assets.constants import coder_assets_home, int_setting
+from coder_assets.constants import coder_assets_home
 from coder_assets.core.deploy import LATEST_LINK
 from coder_assets.core.host import current_platform
 from coder_assets.executor import DEFAULT_FORWARD_ENV
 from coder_assets.resources.datasets import (
+    DEFAULT_S3_DEADLINE_SECONDS,
     DatasetStoreResource,
     LocalDatasetStoreResource,
     S3CompatibleResource,
@@ -37,6 +38,7 @@ from coder_assets.resources.storage import (
     WorkspaceResource,
 )
 from coder_assets.resources.waterdeep import WaterdeepResource
+from coder_assets.settings import float_setting, int_setting, path_setting, port_setting
 
 
 def _exclude_repos() -> list[str]:
@@ -57,17 +59,17 @@ def build_repo_source() -> RepoSourceResource:
             url=dg.EnvVar("GITEA_URL"),
             token=dg.EnvVar("GITEA_TOKEN"),
             org=dg.EnvVar("GITEA_ORG"),
-            ca_bundle=os.environ.get("GITEA_CA_BUNDLE", ""),
+            ca_bundle=path_setting("GITEA_CA_BUNDLE"),
             **filters,
         )
-    repos_dir = os.environ.get("CODER_ASSETS_REPOS_DIR") or str(coder_assets_home() / "repos")
+    repos_dir = path_setting("CODER_ASSETS_REPOS_DIR", coder_assets_home() / "repos", folder=True)
     return LocalReposResource(root=repos_dir, owner="homelab", **filters)
 
 
 def build_base_model() -> BaseModelResource:
     """The MLX model at CODER_ASSETS_BASE_MODEL (production: the converted 32B model), or the
     tiny dev model built under the coder_assets home (the embedded default)."""
-    configured = os.environ.get("CODER_ASSETS_BASE_MODEL", "").strip()
+    configured = path_setting("CODER_ASSETS_BASE_MODEL", folder=True)
     if configured:
         return BaseModelResource(path=configured, build_dev_model=False)
     return BaseModelResource(
@@ -92,6 +94,9 @@ def build_s3() -> S3CompatibleResource | None:
     return S3CompatibleResource(
         endpoint_url=os.environ.get("CODER_ASSETS_S3_ENDPOINT_URL") or None,
         region_name=os.environ.get("CODER_ASSETS_S3_REGION", "us-east-1"),
+        deadline_seconds=float_setting(
+            "CODER_ASSETS_S3_TIMEOUT_SECONDS", DEFAULT_S3_DEADLINE_SECONDS, minimum=1.0
+        ),
         **credentials,
     )
 
@@ -101,7 +106,7 @@ def build_dataset_store() -> DatasetStoreResource:
     the bucket."""
     s3 = build_s3()
     if s3 is None:
-        root = os.environ.get("CODER_ASSETS_BUCKET_DIR") or str(coder_assets_home() / "bucket")
+        root = path_setting("CODER_ASSETS_BUCKET_DIR", coder_assets_home() / "bucket", folder=True)
         return LocalDatasetStoreResource(root=root)
     return S3DatasetStoreResource(bucket=os.environ["CODER_ASSETS_S3_BUCKET"].strip(), s3=s3)
 
@@ -132,18 +137,6 @@ def build_mlflow_tracking() -> MlflowTrackingResource:
     )
 
 
-def _float_setting(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be a number, got {raw!r}; unset it to use {default}"
-        ) from None
-
-
 def waterdeep_host() -> dict[str, Any]:
     """What waterdeep must look like. CODER_ASSETS_WATERDEEP_HOST names it in production (an Apple
     Silicon Mac with 48 GB by default); unset, the embedded default names this machine, so the
@@ -154,10 +147,10 @@ def waterdeep_host() -> dict[str, Any]:
         "name": name or socket.gethostname().split(".")[0].lower(),
         "platform": os.environ.get("CODER_ASSETS_WATERDEEP_PLATFORM", "").strip()
         or ("darwin-arm64" if production else current_platform()),
-        "min_memory_gb": _float_setting(
+        "min_memory_gb": float_setting(
             "CODER_ASSETS_WATERDEEP_MIN_MEMORY_GB", 48.0 if production else 1.0
         ),
-        "identity_file": os.environ.get("CODER_ASSETS_WATERDEEP_IDENTITY_FILE", ""),
+        "identity_file": path_setting("CODER_ASSETS_WATERDEEP_IDENTITY_FILE"),
     }
 
 
@@ -173,9 +166,9 @@ def build_executor_config() -> dict[str, Any]:
     if config["transport"] == "ssh":
         config["ssh"] = {
             "destination": os.environ.get("CODER_ASSETS_WATERDEEP_SSH", ""),
-            "port": int(os.environ.get("CODER_ASSETS_WATERDEEP_SSH_PORT", "22")),
-            "identity_file": os.environ.get("CODER_ASSETS_WATERDEEP_SSH_KEY", ""),
-            "known_hosts_file": os.environ.get("CODER_ASSETS_WATERDEEP_SSH_KNOWN_HOSTS", ""),
+            "port": port_setting("CODER_ASSETS_WATERDEEP_SSH_PORT", 22),
+            "identity_file": path_setting("CODER_ASSETS_WATERDEEP_SSH_KEY"),
+            "known_hosts_file": path_setting("CODER_ASSETS_WATERDEEP_SSH_KNOWN_HOSTS"),
             "python": os.environ.get("CODER_ASSETS_WATERDEEP_PYTHON", "python3"),
             "state_dir": os.environ.get(
                 "CODER_ASSETS_WATERDEEP_STATE_DIR", "~/.coder-assets/steps"
@@ -188,7 +181,7 @@ def deploy_dir() -> str:
     """Where deployed adapter versions and the `latest` link live on waterdeep:
     CODER_ASSETS_DEPLOY_DIR; in production (CODER_ASSETS_WATERDEEP_HOST set) by default
     ~/.mlx-models/adapters/homelab-coder, in the embedded default under the coder_assets home."""
-    configured = os.environ.get("CODER_ASSETS_DEPLOY_DIR", "").strip()
+    configured = path_setting("CODER_ASSETS_DEPLOY_DIR", folder=True)
     if configured:
         return configured
     if os.environ.get("CODER_ASSETS_WATERDEEP_HOST", "").strip():
@@ -224,12 +217,12 @@ def build_model_server(base_model: BaseModelResource) -> ModelServerResource:
     return ModelServerResource(
         kind=os.environ.get("CODER_ASSETS_SERVER_KIND", "managed"),
         host=os.environ.get("CODER_ASSETS_SERVER_HOST", "127.0.0.1"),
-        port=int(os.environ.get("CODER_ASSETS_SERVER_PORT", "8080")),
+        port=port_setting("CODER_ASSETS_SERVER_PORT", 8080),
         model_path=base_model.path,
         adapter_link=str(Path(deploy_dir()) / LATEST_LINK),
         launchd_label=label,
         launchd_plist=f"~/Library/LaunchAgents/{label}.plist",
-        ready_timeout_seconds=_float_setting("CODER_ASSETS_SERVER_READY_TIMEOUT", 120.0),
+        ready_timeout_seconds=float_setting("CODER_ASSETS_SERVER_READY_TIMEOUT", 120.0),
         state_dir=str(home / "server"),
         python=os.environ.get("CODER_ASSETS_SERVER_PYTHON") or sys.executable,
     )
@@ -238,24 +231,25 @@ def build_model_server(base_model: BaseModelResource) -> ModelServerResource:
 def build_resources() -> dict[str, Any]:
     """Every resource of the code location, configured for the current environment."""
     home = coder_assets_home()
-    mirrors = os.environ.get("CODER_ASSETS_MIRRORS_DIR") or str(home / "mirrors")
-    storage = os.environ.get("CODER_ASSETS_STORAGE_DIR") or str(home / "storage")
+    mirrors = path_setting("CODER_ASSETS_MIRRORS_DIR", home / "mirrors", folder=True)
+    storage = path_setting("CODER_ASSETS_STORAGE_DIR", home / "storage", folder=True)
     base_model = build_base_model()
     return {
         "repo_source": build_repo_source(),
         "repo_mirrors": RepoMirrorsResource(path=mirrors),
         "parquet_io_manager": ParquetIOManager(base_path=storage),
         "json_io_manager": build_json_io_manager(storage),
-        "workspace": WorkspaceResource(path=os.environ.get("CODER_ASSETS_WORK_DIR") or str(home)),
+        "workspace": WorkspaceResource(
+            path=path_setting("CODER_ASSETS_WORK_DIR", home, folder=True)
+        ),
         "mlx_base_model": base_model,
         "waterdeep": WaterdeepResource(
             **waterdeep_host(),
-            lock_file=os.environ.get("CODER_ASSETS_WATERDEEP_LOCK_FILE")
-            or str(home / "waterdeep.lock"),
+            lock_file=path_setting("CODER_ASSETS_WATERDEEP_LOCK_FILE", home / "waterdeep.lock"),
         ),
         "model_server": build_model_server(base_model),
         "promotion_policy": PromotionPolicyResource(
-            humaneval_margin=_float_setting("CODER_ASSETS_GATE_HUMANEVAL_MARGIN", 0.02),
+            humaneval_margin=float_setting("CODER_ASSETS_GATE_HUMANEVAL_MARGIN", 0.02),
             fim_must_improve=os.environ.get("CODER_ASSETS_GATE_FIM_MUST_IMPROVE", "1") != "0",
         ),
         "dataset_store": build_dataset_store(),

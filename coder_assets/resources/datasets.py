@@ -23,9 +23,14 @@ import dagster as dg
 from boto3.exceptions import S3UploadFailedError
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from dagster_aws.s3 import S3Resource
-from dagster_aws.utils import construct_boto_client_retry_config
 from pydantic import Field, PrivateAttr
 
 from coder_assets.core.errors import CoderAssetsError
@@ -35,6 +40,37 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 SHA256_METADATA_KEY = "sha256"
 CHUNK_BYTES = 1024 * 1024
+
+# The longest one S3 call may take, its retries and their backoff included, unless
+# CODER_ASSETS_S3_TIMEOUT_SECONDS says otherwise. botocore's own defaults (60 s connect, 60 s read,
+# dagster-aws's 5 retries) let a hanging endpoint hold a step for about 6 minutes.
+DEFAULT_S3_DEADLINE_SECONDS = 60.0
+# At most this many retries: standard mode's backoff before retry n is up to 2**(n-1) s.
+MAX_S3_RETRIES = 2
+S3_ENDPOINT_SETTING = "CODER_ASSETS_S3_ENDPOINT_URL"
+S3_DEADLINE_SETTING = "CODER_ASSETS_S3_TIMEOUT_SECONDS"
+
+
+@dataclass(frozen=True)
+class CallTimeouts:
+    """How one S3 call's deadline is split: retries after the first call, and the connect and
+    read timeouts of each call."""
+
+    retries: int
+    connect_seconds: float
+    read_seconds: float
+
+
+def call_timeouts(deadline: float, max_retries: int) -> CallTimeouts:
+    """Timeouts such that every call, retries and worst-case backoff included, ends within
+    `deadline` seconds: fewer retries where the backoff would take more than a quarter of it."""
+    retries = max(0, min(max_retries, MAX_S3_RETRIES))
+    while retries and 2**retries - 1 > deadline / 4:
+        retries -= 1
+    per_call = (deadline - (2**retries - 1)) / (retries + 1)
+    connect = min(5.0, per_call / 4)
+    return CallTimeouts(retries=retries, connect_seconds=connect, read_seconds=per_call - connect)
+
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -494,15 +530,56 @@ class S3CompatibleResource(S3Resource):
             secret = name in ("aws_secret_access_key", "aws_session_token") and value
             yield name, "***" if secret else value
 
+    deadline_seconds: float = Field(
+        default=DEFAULT_S3_DEADLINE_SECONDS,
+        gt=0,
+        description=(
+            "The longest one S3 call may take, retries included; the connect and read timeouts "
+            f"and the retries are derived from it ({S3_DEADLINE_SETTING})."
+        ),
+    )
+
+    def display_endpoint(self) -> str:
+        """The endpoint for messages: without any user:password part."""
+        if not self.endpoint_url:
+            return "the default AWS S3 endpoint"
+        parts = urlsplit(self.endpoint_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def unavailable(self, exc: BaseException, action: str, target: str) -> DatasetStoreError:
+        """Our error for a call that could not reach the endpoint or got no answer in time."""
+        endpoint = self.display_endpoint()
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+            return DatasetStoreUnavailableError(
+                f"the S3 endpoint {endpoint} did not answer within the {self.deadline_seconds:g} "
+                f"s deadline to {action} {target} ({type(exc).__name__}); check "
+                f"{S3_ENDPOINT_SETTING} and that the server there is up (the deadline is "
+                f"{S3_DEADLINE_SETTING})"
+            )
+        if isinstance(exc, EndpointConnectionError):
+            return DatasetStoreUnavailableError(
+                f"could not reach the S3 endpoint {endpoint} to {action} {target}; check "
+                f"{S3_ENDPOINT_SETTING} and that the server is running"
+            )
+        return DatasetStoreUnavailableError(
+            f"could not {action} {target} at {endpoint} ({type(exc).__name__}); check "
+            f"{S3_ENDPOINT_SETTING} and the network"
+        )
+
     def get_client(self) -> Any:
-        """A boto3 S3 client with dagster-aws's retry settings and `when_required` checksums."""
+        """A boto3 S3 client whose every call ends within `deadline_seconds`, with
+        `when_required` checksums."""
+        timeouts = call_timeouts(self.deadline_seconds, self.max_attempts)
         # boto3 >= 1.36 sends CRC checksums on every upload by default, which RustFS and MinIO
         # versions in use reject; only send (and check) them where the API demands one.
-        config = construct_boto_client_retry_config(self.max_attempts).merge(
-            Config(
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            )
+        config = Config(
+            retries={"max_attempts": timeouts.retries, "mode": "standard"},
+            connect_timeout=timeouts.connect_seconds,
+            read_timeout=timeouts.read_seconds,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         if self.use_unsigned_session:
             config = config.merge(Config(signature_version=UNSIGNED))
@@ -544,13 +621,8 @@ class S3DatasetStoreResource(DatasetStoreResource):
         return f"s3://{self.bucket}/{self._key(version, name)}" + ("" if name else "/")
 
     def _endpoint(self) -> str:
-        if not self.s3.endpoint_url:
-            return "the default AWS S3 endpoint"
-        parts = urlsplit(self.s3.endpoint_url)
         # An endpoint written as http://user:pass@host must not leak its password.
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return self.s3.display_endpoint()
 
     def _redact(self, text: str) -> str:
         for secret in (self.s3.aws_secret_access_key, self.s3.aws_session_token):
@@ -574,14 +646,11 @@ class S3DatasetStoreResource(DatasetStoreResource):
                     "policy"
                 )
             return DatasetStoreError(f"could not {action} {target} at {endpoint} ({detail})")
-        if isinstance(exc, EndpointConnectionError):
-            return DatasetStoreUnavailableError(
-                f"could not reach the S3 endpoint {endpoint} to {action} {target}; check "
-                "endpoint_url and that the server is running"
-            )
+        if isinstance(exc, EndpointConnectionError | ReadTimeoutError):
+            return self.s3.unavailable(exc, action, target)
         return DatasetStoreUnavailableError(
             f"could not {action} {target} at {endpoint} ({type(exc).__name__}: "
-            f"{self._redact(str(exc))}); check endpoint_url and the network"
+            f"{self._redact(str(exc))}); check {S3_ENDPOINT_SETTING} and the network"
         )
 
     def _no_bucket(self) -> DatasetStoreUnavailableError:
@@ -672,21 +741,25 @@ class S3JsonIOManager(dg.ConfigurableIOManager):
             )
         partition = context.partition_key if context.has_partition_key else None
         body = json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
-        self.s3.get_client().put_object(
-            Bucket=self.bucket,
-            Key=self._key(context.asset_key, partition),
-            Body=body,
-            ContentType="application/json",
-        )
+        key = self._key(context.asset_key, partition)
+        try:
+            self.s3.get_client().put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+        except BotoCoreError as exc:
+            raise self.s3.unavailable(exc, "upload to", f"s3://{self.bucket}/{key}") from exc
 
     def stored(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict | None:
         """The last stored value of an asset (partition), or None."""
         client = self.s3.get_client()
+        key = self._key(asset_key, partition)
         try:
-            response = client.get_object(Bucket=self.bucket, Key=self._key(asset_key, partition))
+            response = client.get_object(Bucket=self.bucket, Key=key)
+            return json.loads(response["Body"].read().decode("utf-8"))
         except client.exceptions.NoSuchKey:
             return None
-        return json.loads(response["Body"].read().decode("utf-8"))
+        except BotoCoreError as exc:
+            raise self.s3.unavailable(exc, "read", f"s3://{self.bucket}/{key}") from exc
 
     def load_input(self, context: dg.InputContext) -> dict:
         partition = context.partition_key if context.has_partition_key else None
@@ -694,9 +767,11 @@ class S3JsonIOManager(dg.ConfigurableIOManager):
         client = self.s3.get_client()
         try:
             response = client.get_object(Bucket=self.bucket, Key=key)
+            return json.loads(response["Body"].read().decode("utf-8"))
         except client.exceptions.NoSuchKey:
             raise dg.Failure(
                 description=f"{context.asset_key.to_user_string()} has no stored value at "
                 f"s3://{self.bucket}/{key}: materialize it first"
             ) from None
-        return json.loads(response["Body"].read().decode("utf-8"))
+        except BotoCoreError as exc:
+            raise self.s3.unavailable(exc, "read", f"s3://{self.bucket}/{key}") from exc
