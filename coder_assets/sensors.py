@@ -69,6 +69,9 @@ def gitea_change_sensor(
 
     current = {head.repo.partition_key: head.sha for head in listing.heads}
     unreadable = {partition_key_for(*name.split("/", 1)) for name in listing.errors}
+    skipped = {
+        partition_key_for(*name.split("/", 1)): reason for name, reason in listing.skipped.items()
+    }
     cursor = SensorCursor.from_json(context.cursor)
     partitions = set(context.instance.get_dynamic_partitions(REPO_PARTITIONS_NAME))
     unknown = sorted(set(current) - set(cursor.heads))
@@ -78,10 +81,17 @@ def gitea_change_sensor(
         partitions,
         unreadable=unreadable,
         materialized=_snapshotted_shas(context.instance, unknown) if unknown else {},
+        skipped=skipped,
         now=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     if plan.removed:
-        context.log.info(f"Removing partitions of deleted or excluded repos: {plan.removed}")
+        # Only repos the source confirms: no longer listed, or listed and excluded by the filter
+        # rule (an unreadable repo is neither, and keeps its partition).
+        why = ", ".join(
+            f"{key} ({skipped.get(key, f'no longer in {repo_source.describe()}')})"
+            for key in plan.removed
+        )
+        context.log.info(f"Removing partitions of deleted or excluded repos: {why}")
     if plan.added:
         context.log.info(f"Adding partitions for new repos: {plan.added}")
 

@@ -29,7 +29,7 @@ def int_setting(name: str, default: int, *, minimum: int = 1, maximum: int | Non
         ) from None
     if value < minimum or (maximum is not None and value > maximum):
         raise SettingError(
-            f"{name} must be a whole number {bounds}, got {value}; fix it or unset it to use "
+            f"{name} must be a whole number {bounds}, got {raw!r}; fix it or unset it to use "
             f"{default}"
         )
     return value

@@ -45,7 +45,7 @@ def test_deleted_repo_is_removed_and_recorded_with_timestamp() -> None:
     plan = plan_changes(SensorCursor(heads=HEADS), current, set(HEADS), now=NOW)
     assert plan.removed == ["homelab~web"]
     assert plan.changed == {}
-    assert plan.cursor.removed == [{"repo": "homelab~web", "removed_at": NOW}]
+    assert plan.cursor.removed == [{"repo": "homelab~web", "removed_at": NOW, "reason": "deleted"}]
     assert "homelab~web" not in plan.cursor.heads
 
 
@@ -55,8 +55,8 @@ def test_removed_history_keeps_earlier_entries_most_recent_last() -> None:
     plan = plan_changes(cursor, {}, set(HEADS), now=NOW)
     assert plan.cursor.removed == [
         earlier,
-        {"repo": "homelab~api", "removed_at": NOW},
-        {"repo": "homelab~web", "removed_at": NOW},
+        {"repo": "homelab~api", "removed_at": NOW, "reason": "deleted"},
+        {"repo": "homelab~web", "removed_at": NOW, "reason": "deleted"},
     ]
 
 
@@ -112,7 +112,9 @@ def test_removed_history_is_capped_keeping_the_most_recent() -> None:
     partitions = {f"gone~r{i}" for i in range(3)}
     plan = plan_changes(SensorCursor(removed=old), {}, partitions, now=NOW)
     assert len(plan.cursor.removed) == REMOVED_HISTORY
-    assert plan.cursor.removed[-3:] == [{"repo": f"gone~r{i}", "removed_at": NOW} for i in range(3)]
+    assert plan.cursor.removed[-3:] == [
+        {"repo": f"gone~r{i}", "removed_at": NOW, "reason": "deleted"} for i in range(3)
+    ]
     assert plan.cursor.removed[0] == {"repo": "old~r3", "removed_at": "2024-01-01"}
 
 

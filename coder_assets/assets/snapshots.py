@@ -81,6 +81,8 @@ def _snapshot(
         )
     mirror = repo_mirrors.mirror_path(owner, name)
     fetched = repo_source.fetch(repo, mirror)
+    for warning in fetched.warnings:
+        context.log.warning(warning)
     pinned = context.run.tags.get(COMMIT_SHA_TAG)
     sha = pinned or fetched.head_sha
     if pinned and not has_commit(mirror, pinned):

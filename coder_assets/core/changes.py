@@ -59,6 +59,7 @@ def plan_changes(
     *,
     unreadable: set[str] = frozenset(),
     materialized: Mapping[str, str | None] | None = None,
+    skipped: Mapping[str, str] | None = None,
     now: str = "",
 ) -> ChangePlan:
     """Plan one tick.
@@ -66,7 +67,9 @@ def plan_changes(
     `current` maps the partition key of every repo to snapshot to its head SHA; `unreadable`
     holds keys of repos that exist but whose head could not be read (neither removed nor run);
     `materialized` gives, for keys the cursor does not know, the SHA of their latest snapshot, so
-    a repo already snapshotted at its head is not run again after a cursor reset.
+    a repo already snapshotted at its head is not run again after a cursor reset; `skipped` maps
+    keys of repos the source lists but the filter rule excludes to the reason, which the removal
+    history records ("deleted" for keys the source no longer lists).
     """
     materialized = materialized or {}
     present = set(current) | set(unreadable)
@@ -81,7 +84,10 @@ def plan_changes(
     for key in unreadable:
         if key in cursor.heads:
             heads[key] = cursor.heads[key]
-    history = cursor.removed + [{"repo": key, "removed_at": now} for key in removed]
+    skipped = skipped or {}
+    history = cursor.removed + [
+        {"repo": key, "removed_at": now, "reason": skipped.get(key, "deleted")} for key in removed
+    ]
     return ChangePlan(
         added=added,
         removed=removed,

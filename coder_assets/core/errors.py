@@ -51,6 +51,10 @@ class UnsafeRemoteError(GitError):
     """A clone URL uses a transport that coder_assets refuses (ext::, fd::, ...)."""
 
 
+class MirrorCorruptError(GitError):
+    """A repository mirror is damaged and could not be recovered by cloning it again."""
+
+
 class EmptyRepoError(GitError):
     """The repository has no commit on the branch that should be snapshotted."""
 

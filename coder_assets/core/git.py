@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from coder_assets.core.errors import EmptyRepoError, GitError, UnsafeRemoteError
+from coder_assets.core.errors import (
+    EmptyRepoError,
+    GitError,
+    MirrorCorruptError,
+    UnsafeRemoteError,
+)
 
 ALLOWED_SCHEMES = ("https", "http", "ssh", "file")
 
@@ -40,6 +45,17 @@ SAFE_GIT_CONFIG: tuple[tuple[str, str], ...] = (
 # scp-like ssh, `[user@]host:path`, where the path is made of repository-path characters only.
 _SCP_LIKE = re.compile(r"^(?P<user>[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[\w.~/-]+)$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# What git says when the objects or refs of a repository on disk are damaged (as opposed to a
+# network or remote failure, which a new clone would not cure).
+_CORRUPTION = re.compile(
+    r"inflate: data stream error|is corrupt|corrupt (loose|packed) object|bad object|"
+    r"packfile .* (cannot be accessed|does not match)|fsck error|missing (blob|tree|commit) |"
+    r"object file .* is empty|unable to unpack|not a git repository|invalid (sha1|object) pointer|"
+    r"bad (packed|loose) object header|unknown object type",
+    re.IGNORECASE,
+)
+# Where a mirror that was found corrupted is kept: one such copy means it was re-cloned once.
+CORRUPT_SUFFIX = ".corrupt"
 
 
 def check_remote_url(url: str) -> str:
@@ -193,12 +209,19 @@ def file_lock(path: Path, *, timeout: float = 600) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What `fetch_mirror` did: the mirror, whether it was created or updated, and the head."""
+    """What `fetch_mirror` did: the mirror, whether it was created, updated or re-cloned, the
+    head, and warnings for the run's log."""
 
     mirror: Path
-    action: str  # "cloned" or "fetched"
+    action: str  # "cloned", "fetched" or "re-cloned"
     head_sha: str
     seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+def is_corruption(error: GitError) -> bool:
+    """True when `error` says a repository on disk is damaged."""
+    return bool(_CORRUPTION.search(str(error)))
 
 
 def fetch_mirror(
@@ -212,30 +235,83 @@ def fetch_mirror(
 ) -> FetchResult:
     """Create or update the bare mirror at `mirror` with `branch` from `url`.
 
-    A mirror that exists is fetched incrementally, never cloned again. A new mirror is built in a
-    temporary directory and renamed into place only once its first fetch succeeded.
+    A mirror that exists is fetched incrementally, never cloned again, unless git finds it
+    corrupted: then it is moved aside to `<mirror>.corrupt` and cloned again, once; a mirror that
+    is corrupted again while such a copy exists raises MirrorCorruptError. A new mirror is built
+    in a temporary directory and renamed into place only once its first fetch succeeded.
     """
     check_remote_url(url)
     started = time.monotonic()
     shown = display_url(url)
+    warnings: list[str] = []
     with file_lock(mirror.with_name(mirror.name + ".lock"), timeout=timeout):
-        if (mirror / "HEAD").is_file():
-            _fetch_branch(mirror, url, branch, http, secrets, timeout, shown)
-            action = "fetched"
-        else:
-            staging = mirror.with_name(f".{mirror.name}.staging-{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.parent.mkdir(parents=True, exist_ok=True)
+        if mirror.exists():
             try:
-                run_git(["init", "--bare", "--quiet", "--template=", str(staging)], what="git init")
-                _fetch_branch(staging, url, branch, http, secrets, timeout, shown)
-                shutil.rmtree(mirror, ignore_errors=True)
-                os.replace(staging, mirror)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            action = "cloned"
+                _fetch_branch(mirror, url, branch, http, secrets, timeout, shown, mirror)
+                head = rev_parse(mirror, f"refs/heads/{branch}")
+                # An unchanged branch makes the fetch read next to nothing: reading the head's
+                # trees finds a damaged pack before the snapshot trips over it.
+                run_git(
+                    ["ls-tree", "-r", "-l", "--full-tree", head],
+                    cwd=mirror,
+                    timeout=timeout,
+                    what=f"reading commit {head[:12]} in the mirror {mirror}",
+                )
+                return FetchResult(mirror, "fetched", head, time.monotonic() - started)
+            except GitError as exc:
+                if not is_corruption(exc):
+                    raise
+                warnings.append(_move_aside(mirror, shown, exc))
+        _clone(url, mirror, branch, http, secrets, timeout, shown, recovering=bool(warnings))
         head = rev_parse(mirror, f"refs/heads/{branch}")
-    return FetchResult(mirror, action, head, time.monotonic() - started)
+    action = "re-cloned" if warnings else "cloned"
+    return FetchResult(mirror, action, head, time.monotonic() - started, tuple(warnings))
+
+
+def _move_aside(mirror: Path, shown: str, error: GitError) -> str:
+    """Move a corrupted mirror to `<mirror>.corrupt` and say so; refuse when it was corrupted
+    before (a disk that keeps damaging files wants a person, not a loop of clones)."""
+    aside = mirror.with_name(mirror.name + CORRUPT_SUFFIX)
+    if aside.exists():
+        raise MirrorCorruptError(
+            f"the mirror {mirror} of {shown} is corrupted again after it was cloned anew (the "
+            f"earlier copy is {aside}): {error}. Check the disk, then run "
+            f"`rm -rf {mirror} {aside}` and materialize again"
+        ) from error
+    os.replace(mirror, aside)
+    return (
+        f"the mirror {mirror} of {shown} was corrupted ({str(error)[-300:]}); moved it to "
+        f"{aside} and cloned it again. Delete {aside} once the disk is known good"
+    )
+
+
+def _clone(
+    url: str,
+    mirror: Path,
+    branch: str,
+    http: GitHttp | None,
+    secrets: Sequence[str],
+    timeout: float,
+    shown: str,
+    *,
+    recovering: bool,
+) -> None:
+    staging = mirror.with_name(f".{mirror.name}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_git(["init", "--bare", "--quiet", "--template=", str(staging)], what="git init")
+        _fetch_branch(staging, url, branch, http, secrets, timeout, shown, mirror)
+        shutil.rmtree(mirror, ignore_errors=True)
+        os.replace(staging, mirror)
+    except GitError as exc:
+        if recovering:
+            raise MirrorCorruptError(
+                f"the mirror {mirror} of {shown} was corrupted and cloning it again failed: {exc}"
+            ) from exc
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fetch_branch(
@@ -246,6 +322,7 @@ def _fetch_branch(
     secrets: Sequence[str],
     timeout: float,
     shown: str,
+    target: Path,
 ) -> None:
     ref = f"refs/heads/{branch}"
     try:
@@ -264,7 +341,7 @@ def _fetch_branch(
             http=http,
             secrets=secrets,
             timeout=timeout,
-            what=f"git fetch of branch {branch!r} from {shown}",
+            what=f"git fetch of branch {branch!r} from {shown} into the mirror {target}",
         )
     except GitError as exc:
         if "couldn't find remote ref" in str(exc):
@@ -273,7 +350,7 @@ def _fetch_branch(
                 "branch); push a commit or fix the default branch, then materialize again"
             ) from exc
         raise
-    run_git(["symbolic-ref", "HEAD", ref], cwd=mirror, what="git symbolic-ref")
+    run_git(["symbolic-ref", "HEAD", ref], cwd=mirror, what=f"git symbolic-ref in {target}")
 
 
 def rev_parse(repo: Path, rev: str) -> str:
@@ -293,14 +370,44 @@ def has_commit(repo: Path, sha: str) -> bool:
 
 
 def local_head(repo: Path) -> tuple[str, str | None]:
-    """`(default branch, head sha or None when the branch has no commit)` of a local repository."""
-    branch = run_git(["symbolic-ref", "--short", "HEAD"], cwd=repo, what="git symbolic-ref")
-    branch = branch.strip()
+    """`(default branch, head sha, or None when the branch has no commit yet)` of a local
+    repository. Only a branch that was never written counts as empty: a HEAD, ref or commit that
+    cannot be read raises GitError naming the repository and the cause."""
     try:
-        sha = rev_parse(repo, f"refs/heads/{branch}")
-    except GitError:
-        return branch, None
-    return branch, sha or None
+        git_dir = Path(
+            run_git(["rev-parse", "--absolute-git-dir"], cwd=repo, what=f"reading {repo}").strip()
+        )
+        branch = run_git(
+            ["symbolic-ref", "--short", "HEAD"], cwd=repo, what=f"reading HEAD of {repo}"
+        ).strip()
+    except GitError as exc:
+        raise GitError(f"{exc}; its HEAD must name a branch (e.g. 'ref: refs/heads/main')") from exc
+    ref = f"refs/heads/{branch}"
+    try:
+        sha = run_git(
+            ["rev-parse", "--verify", f"{ref}^{{commit}}"],
+            cwd=repo,
+            what=f"reading branch {branch!r} of {repo}",
+        ).strip()
+    except GitError as exc:
+        if not _ref_written(git_dir, ref):
+            # HEAD names a branch that has no commit yet: a new, empty repository.
+            return branch, None
+        raise GitError(f"{exc}; the branch exists but its commit cannot be read") from exc
+    return branch, sha
+
+
+def _ref_written(git_dir: Path, ref: str) -> bool:
+    """True when `ref` is stored in `git_dir`, loose or packed, whether or not it is valid."""
+    if (git_dir / ref).exists():
+        return True
+    packed = git_dir / "packed-refs"
+    if packed.is_file():
+        suffix = f" {ref}"
+        for line in packed.read_text("utf-8", "replace").splitlines():
+            if line.rstrip().endswith(suffix):
+                return True
+    return False
 
 
 def commit_info(repo: Path, sha: str) -> Mapping[str, str]:

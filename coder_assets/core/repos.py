@@ -55,6 +55,8 @@ class RepoRef:
     fork: bool = False
     private: bool = True
     html_url: str = ""
+    # Why the source could not read the repository (empty when it could); never "empty".
+    unreadable: str = ""
 
     @property
     def full_name(self) -> str:

@@ -89,7 +89,9 @@ def _is_git_dir(path: Path) -> bool:
 
 
 def _is_repo(path: Path) -> bool:
-    return _is_git_dir(path) or _is_git_dir(path / ".git")
+    # A working tree is recognised by its `.git` alone, so one whose HEAD is damaged is still
+    # listed (and reported as unreadable) rather than taken for deleted.
+    return (path / ".git").exists() or _is_git_dir(path)
 
 
 class LocalReposResource(RepoSourceResource):
@@ -127,27 +129,43 @@ class LocalReposResource(RepoSourceResource):
         repos: list[RepoRef] = []
         for owner, path in self._candidates():
             name = path.name.removesuffix(".git")
+            unreadable = ""
             try:
                 branch, sha = local_head(path)
-            except CoderAssetsError:
-                branch, sha = "main", None
+            except CoderAssetsError as exc:
+                # Unreadable is not empty: the repo stays listed, and its snapshot and the
+                # sensor report the cause instead of dropping it.
+                branch, sha, unreadable = "main", None, str(exc)
             repos.append(
                 RepoRef(
                     owner=owner,
                     name=name,
                     clone_url=str(path.resolve()),
                     default_branch=branch,
-                    empty=sha is None,
+                    empty=sha is None and not unreadable,
                     private=True,
+                    unreadable=unreadable,
                 )
             )
         return repos
 
+    def _check_readable(self, repo: RepoRef) -> None:
+        if repo.unreadable:
+            raise RepoSourceError(
+                f"{repo.full_name} ({repo.clone_url}) cannot be read: {repo.unreadable}. Repair "
+                "the repository (`git fsck` in it); its partition is kept"
+            )
+
     def head(self, repo: RepoRef) -> RepoHead:
-        branch, sha = local_head(Path(repo.clone_url))
+        self._check_readable(repo)
+        try:
+            branch, sha = local_head(Path(repo.clone_url))
+        except CoderAssetsError as exc:
+            raise RepoSourceError(f"{repo.full_name} cannot be read: {exc}") from exc
         if sha is None:
             raise RepoSourceError(f"{repo.full_name} has no commit on {branch!r}")
         return RepoHead(repo=repo, sha=sha)
 
     def fetch(self, repo: RepoRef, mirror: Path) -> FetchResult:
+        self._check_readable(repo)
         return fetch_mirror(repo.clone_url, mirror, repo.default_branch)
