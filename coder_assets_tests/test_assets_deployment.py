@@ -1,4 +1,5 @@
-"""deployed_adapter against a real `mlx_lm.server` on loopback serving the dev model: a good deploy
+"""deployed_adapter against a real `mlx_lm.server` on loopback serving the trained dev model (the
+embedded default's base, from the shared cache): a good deploy
 is proven served; a damaged adapter, an adapter of another base shape and a server that never
 becomes ready are all rolled back with the old adapter verified serving; re-deploying changes
 nothing; pruning keeps the deployed and previous versions."""
@@ -66,12 +67,12 @@ def _prompts(generator: InProcessGenerator) -> list[FingerprintPrompt]:
 
 
 class Site:
-    """The dev model, candidate adapters with their fingerprints and releases, a deploy
+    """The trained dev model, candidate adapters with their fingerprints and releases, a deploy
     directory and one managed model server that all tests share (each leaves v1 deployed)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, model: Path) -> None:
         self.root = root
-        self.model = build_dev_model(root / "model", CORPUS)
+        self.model = model
         other = build_dev_model(root / "other-model", CORPUS, DevModelConfig(hidden_size=32))
         self.sources = {
             "v1": random_lora_adapter(self.model, root / "adapters" / "v1", seed=1),
@@ -155,8 +156,8 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    site = Site(tmp_path_factory.mktemp("deployment"))
+def site(tmp_path_factory: pytest.TempPathFactory, trained_dev_model: Path) -> Iterator[Site]:
+    site = Site(tmp_path_factory.mktemp("deployment"), trained_dev_model)
     try:
         site.deploy("v1")
         yield site
