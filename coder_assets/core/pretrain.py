@@ -18,8 +18,9 @@ the sample repositories: the evaluation's problems and the demo's test split sta
 Training uses mlx (autograd, AdamW) on the mlx-lm Qwen2 parameters, with one substitution: the
 matrix products go through numpy. mlx's Linux CPU wheel multiplies matrices with the reference
 BLAS (about 4 GFLOP/s on the development machine), numpy with OpenBLAS (tens of GFLOP/s); the same
-training is about ten times faster this way. `_forward` is mlx-lm's Qwen2 forward pass written out
-with those products; a test pins it to `mlx_lm.models.qwen2.Model` on the same weights.
+training is four to nine times faster this way (more for larger shapes). `_forward` is mlx-lm's
+Qwen2 forward pass written out with those products; a test pins it to `mlx_lm.models.qwen2.Model`
+on the same weights. The products run on one BLAS thread (see `pretrain`).
 
 `cached_dev_model` keeps one built model per content key, sha256 of the corpus digest, the config,
 the seed and `PRETRAIN_CODE_VERSION`, under a cache folder the demo and the tests share
@@ -88,7 +89,7 @@ class PretrainError(CoderAssetsError):
 class PretrainConfig:
     """How the trained dev model is built. The defaults take about five minutes on two cores."""
 
-    # Small and fast rather than big: in a few minutes on two cores the model sees about 1.3 M
+    # Small and fast rather than big: in five minutes on two cores the model sees about 1.2 M
     # tokens, and at that budget a 0.33 M parameter model ends with a lower loss than a 0.5 M or
     # 1 M one (the step time here is mostly fixed overhead, not arithmetic).
     model: DevModelConfig = field(
