@@ -7,11 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# The demo and `make dev` share one Dagster instance and one data folder inside the checkout.
-# The demo's gate asks FIM completions not to get worse (the dev model completes nothing), and
-# its `make dev` trains automatically on every new dataset version.
+# The demo and `make dev` share one Dagster instance and one data folder inside the checkout;
+# the demo's gate is production's, and its `make dev` trains automatically on every new dataset
+# version.
 DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_home \
-  CODER_ASSETS_GATE_FIM_MUST_IMPROVE=0 CODER_ASSETS_AUTO_TRAIN=1
+  CODER_ASSETS_AUTO_TRAIN=1
 # Debian packages the tests need: git (with git-http-backend), chromium for the browser test,
 # openssh-server and -client for the waterdeep executor's ssh transport (sshd started by a test),
 # git-lfs for adapter releases (weights as LFS objects).

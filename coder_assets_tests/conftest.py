@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from coder_assets.constants import COMMIT_SHA_TAG
+from coder_assets.core.pretrain import CACHE_ENV, cached_dev_model
 from coder_assets.resources.repos import RepoSourceResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
 from coder_assets.sensors import gitea_change_sensor
@@ -159,7 +160,7 @@ def run_demo_cli(
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("GITEA_", "CODER_ASSETS_", "DAGSTER_"))
+        if not key.startswith(("GITEA_", "CODER_ASSETS_", "DAGSTER_")) or key == CACHE_ENV
     }
     env.update(
         {
@@ -191,11 +192,21 @@ def stop_server(env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="session")
+def trained_dev_model() -> Path:
+    """The dev model pretrained on the standard library, from the cache the demo shares (built
+    there first when missing: minutes). Tests that need a model that completes code use it; tests
+    that need speed build the tiny random one."""
+    return cached_dev_model()
+
+
+@pytest.fixture(scope="session")
 def full_demo(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, trained_dev_model: Path
 ) -> Iterator[tuple[subprocess.CompletedProcess[str], dict[str, str], Path]]:
     """The whole `coder-assets demo` once per session (it takes minutes): test_demo checks what
-    it made, the browser test looks at it in the UI. Yields (process, environment, root)."""
+    it made, the browser test looks at it in the UI. Yields (process, environment, root). The
+    trained dev model is in the cache before the demo starts, so its time limit covers the demo
+    alone."""
     root = tmp_path_factory.mktemp("demo")
     proc, env = run_demo_cli(root)
     try:

@@ -131,7 +131,13 @@ def test_the_benchmarks_load_and_build_what_they_run(tmp_path):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         modules[path.stem] = module
-    assert {"incremental", "deploy", "dedup", "generation", "train_overhead"} <= set(modules)
+    assert {"incremental", "deploy", "dedup", "generation", "train_overhead", "dev_model"} <= set(
+        modules
+    )
+    # dev_model.py measures the demo's own training and evaluation settings.
+    from coder_assets.demo.run import DEMO_EVAL_CONFIG
+
+    assert modules["dev_model"]._eval_settings(DEMO_EVAL_CONFIG).fim_tasks == 8
     with dg.instance_for_test() as instance:
         driver = modules["incremental"].Driver(instance, tmp_path / "repos", tmp_path / "home")
         assert driver.job.name == "repo_job"

@@ -1,9 +1,11 @@
-"""The promotion gate on the dev model with real mlx: an adapter trained on the test split's
-distribution passes it, and a LoRA adapter that leaves the model unchanged is rejected."""
+"""The promotion gate on the trained dev model with real mlx: an adapter trained on the test
+split's distribution passes it; a LoRA adapter that leaves the model unchanged and a harmful one,
+trained on the same records with their tokens shuffled, are rejected."""
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,6 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from coder_assets.core.dev_model import DevModelConfig, build_dev_model
 from coder_assets.core.evaluation import EvalSettings, evaluate_model, promotion_decision
 from coder_assets.core.fim import format_fim
 from coder_assets.core.generation import InProcessGenerator
@@ -23,14 +24,12 @@ from coder_assets.core.training import (
 )
 
 NAMES = ["add", "scale", "clamp", "merge"]
-LAYERS = DevModelConfig().num_hidden_layers
 
-# Trained on the test records themselves ("the test data's distribution"). 150 steps at 3e-3
-# memorise the FIM middles (edit similarity ~0.98 from 0.0); at 1e-2 and above the loss stalls
-# near 6.5 and the adapter only repeats one word.
+# Trained on the test records themselves ("the test data's distribution"): the FIM middles are
+# memorised.
 BETTER = LoraSettings(
     rank=8,
-    num_layers=LAYERS,
+    num_layers=4,
     iters=150,
     learning_rate=3e-3,
     steps_per_report=10,
@@ -73,6 +72,17 @@ def _write_records(path: Path, texts: list[str]) -> None:
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), "utf-8")
 
 
+def _shuffled(texts: list[str], tokenizer: Any, seed: int) -> list[str]:
+    """Each text with its tokens in a random order: the same tokens, no code left."""
+    rng = random.Random(seed)
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        rng.shuffle(ids)
+        out.append(tokenizer.decode(ids))
+    return out
+
+
 def _zero_adapter(trained: Path, out: Path) -> Path:
     """The trained adapter with every `lora_b` set to zero: exactly the base model."""
     out.mkdir()
@@ -87,9 +97,11 @@ def _zero_adapter(trained: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def summaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def summaries(
+    tmp_path_factory: pytest.TempPathFactory, trained_dev_model: Path
+) -> dict[str, dict[str, Any]]:
     root = tmp_path_factory.mktemp("gate")
-    model_dir = build_dev_model(root / "dev-model", [_code(i) for i in range(len(NAMES))] * 20)
+    model_dir = trained_dev_model
     records = [_fim(i) for i in range(12)]
     data = root / "data"
     data.mkdir()
@@ -98,6 +110,13 @@ def summaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     better = root / "better"
     train_lora(model_dir, data, better, BETTER)
     zero = _zero_adapter(better, root / "zero")
+    noise = root / "noise"
+    noise.mkdir()
+    tokenizer = InProcessGenerator(model_dir).tokenizer
+    _write_records(noise / "train.jsonl", _shuffled(records, tokenizer, seed=1))
+    _write_records(noise / "valid.jsonl", _shuffled(records, tokenizer, seed=2))
+    harmful = root / "harmful"
+    train_lora(model_dir, noise, harmful, BETTER)
 
     test_records = [(f"test:{i}", text) for i, text in enumerate(records)]
     return {
@@ -108,7 +127,12 @@ def summaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
             SETTINGS,
             root / "eval",
         )
-        for label, adapter in (("base", None), ("better", better), ("zero", zero))
+        for label, adapter in (
+            ("base", None),
+            ("better", better),
+            ("zero", zero),
+            ("harmful", harmful),
+        )
     }
 
 
@@ -119,6 +143,8 @@ def test_gate_passes_an_adapter_trained_on_the_test_distribution_and_rejects_a_z
     base, better, zero = summaries["base"], summaries["better"], summaries["zero"]
     assert base["fim_tasks"] == better["fim_tasks"] == zero["fim_tasks"] == 12
     assert base["humaneval_problems"] == 1
+    # The trained base model completes code before any adapter: not noise.
+    assert base["fim_edit_similarity"] > 0.1
 
     passed = promotion_decision(base, better, None)
     assert passed.passed, passed.reasons
@@ -139,3 +165,18 @@ def test_gate_passes_an_adapter_trained_on_the_test_distribution_and_rejects_a_z
     assert against_deployed.reference == "deployed"
     assert any("does not improve" in reason for reason in against_deployed.reasons)
     assert any("test loss does not go down" in reason for reason in against_deployed.reasons)
+
+
+@pytest.mark.slow
+def test_gate_rejects_an_adapter_trained_on_shuffled_tokens(
+    summaries: dict[str, dict[str, Any]],
+) -> None:
+    base, harmful = summaries["base"], summaries["harmful"]
+    assert harmful["test_loss"] > base["test_loss"]
+    assert harmful["fim_edit_similarity"] < base["fim_edit_similarity"]
+    decision = promotion_decision(base, harmful, None)
+    assert not decision.passed
+    assert any("test loss does not go down" in reason for reason in decision.reasons)
+    assert any("FIM edit similarity does not improve" in reason for reason in decision.reasons)
+    # Against the good adapter as the deployed one, it is rejected just the same.
+    assert not promotion_decision(base, harmful, summaries["better"]).passed

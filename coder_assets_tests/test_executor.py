@@ -18,7 +18,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from coder_assets.core.dev_model import build_dev_model
 from coder_assets.core.host import WaterdeepLock
+from coder_assets.resources.mlx import dev_model_corpus
 from coder_assets.resources.service import ModelServerResource
 from coder_assets_tests.conftest import REPO_ROOT, free_port, stop_server
 from coder_assets_tests.sshd_server import SshServer
@@ -117,14 +119,18 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The demo's repos and dataset stages, once: the training tests start from its dataset."""
+    """The demo's repos and dataset stages, once: the training tests start from its dataset.
+    These tests are about the executor, not the model: the tiny random dev model keeps their
+    trainings short."""
     root = tmp_path_factory.mktemp("site")
     home, dagster_home = root / "home", root / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    model = build_dev_model(root / "dev-model", dev_model_corpus())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CODER_ASSETS_", "GITEA_"))},
         "CODER_ASSETS_HOME": str(home),
+        "CODER_ASSETS_BASE_MODEL": str(model),
         "DAGSTER_HOME": str(dagster_home),
         "CODER_ASSETS_SERVER_PORT": str(free_port()),
     }
@@ -273,7 +279,7 @@ def test_a_dataset_file_that_does_not_match_its_manifest_is_refused(site, tmp_pa
 @pytest.fixture
 def model_server(site) -> Iterator[ModelServerResource]:
     server = ModelServerResource(
-        model_path=str(site.home / "models" / "dev-qwen2.5-coder"),
+        model_path=site.env["CODER_ASSETS_BASE_MODEL"],
         port=int(site.env["CODER_ASSETS_SERVER_PORT"]),
         state_dir=str(site.home / "server"),
         adapter_link=str(site.home / "deployed" / "homelab-coder" / "latest"),

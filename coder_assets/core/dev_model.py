@@ -12,7 +12,8 @@ run against something that mlx-lm loads exactly like the production model
     tokenizer_config.json         ChatML chat template, eos `<|im_end|>`, pad `<|endoftext|>`
 
 The same corpus and config give byte-identical files, so `model_version` of the dev model is stable
-across runs and machines. The model is random: it produces tokens, not sense.
+across runs and machines. The model is random: it produces tokens, not sense; `core.pretrain`
+builds the same kind of directory with weights trained on real code (the embedded default's base).
 
 `model_version` hashes the small files of a model directory (config, tokenizer, weight index) and
 never opens the weights, so it also serves as the observed version of the 35 GB production model.
@@ -25,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,11 @@ _VERSIONED_FILES = (
 )
 
 
+# Trains a freshly initialised model in place: (mlx-lm model, `tokenizers.Tokenizer`, special
+# token ids by token).
+Trainer = Callable[[Any, Any, dict[str, int]], None]
+
+
 class DevModelError(CoderAssetsError, ValueError):
     """A dev model configuration that cannot make a working Qwen2 model."""
 
@@ -131,14 +137,19 @@ class DevModelConfig:
 
 
 def build_dev_model(
-    out_dir: Path, corpus: Iterable[str], config: DevModelConfig = DevModelConfig()
+    out_dir: Path,
+    corpus: Iterable[str],
+    config: DevModelConfig = DevModelConfig(),
+    *,
+    trainer: Trainer | None = None,
 ) -> Path:
     """Build the dev model into `out_dir` and return `out_dir`.
 
     The tokenizer is trained on `corpus` (strings, e.g. source files); the weights are random from
-    `config.seed`. The directory is assembled next to `out_dir` and moved into place, so readers see
-    either the previous model or the complete new one. `mlx_lm.load(str(out_dir))` loads it as is.
-    Seeds mlx's global random state.
+    `config.seed`, then trained by `trainer(model, tokenizer, special token ids)` when one is given
+    (`core.pretrain`). The directory is assembled next to `out_dir` and moved into place, so
+    readers see either the previous model or the complete new one. `mlx_lm.load(str(out_dir))`
+    loads it as is. Seeds mlx's global random state.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,12 @@ def build_dev_model(
                 "do_sample": False,
             },
         )
-        _write_weights(tmp, model_config, config.seed)
+        _write_weights(
+            tmp,
+            model_config,
+            config.seed,
+            None if trainer is None else (lambda model: trainer(model, tokenizer, token_id)),
+        )
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -286,13 +302,20 @@ def _model_config(config: DevModelConfig, token_id: dict[str, int]) -> dict[str,
     }
 
 
-def _write_weights(model_dir: Path, model_config: dict[str, Any], seed: int) -> None:
+def _write_weights(
+    model_dir: Path,
+    model_config: dict[str, Any],
+    seed: int,
+    train: Callable[[Any], None] | None = None,
+) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models.qwen2 import Model, ModelArgs
 
     mx.random.seed(seed)
     model = Model(ModelArgs.from_dict(model_config))
+    if train is not None:
+        train(model)
     weights = dict(sorted(tree_flatten(model.parameters())))
     mx.eval(weights)
     mx.save_safetensors(str(model_dir / WEIGHTS_FILE), weights, metadata={"format": "mlx"})

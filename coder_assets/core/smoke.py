@@ -28,8 +28,9 @@ from coder_assets.core.generation import (
 
 FINGERPRINT_MAX_TOKENS = 16
 # mlx_lm.server drops a final "<" or "<|" that could begin a stop token when generation ends at
-# EOS; in-process generation keeps it (see core.generation). Compared without it.
-_STOP_PREFIX_CHARS = "<|"
+# EOS, and a final whitespace token when it ends at max_tokens; in-process generation keeps both
+# (see core.generation). Compared without them.
+_STOP_PREFIX_CHARS = "<| \t\n"
 
 
 class Completer(Protocol):

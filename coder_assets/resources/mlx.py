@@ -1,8 +1,11 @@
-"""The base model: an MLX model directory (production) or the tiny dev model built locally."""
+"""The base model: an MLX model directory (production) or the dev model, pretrained locally on the
+interpreter's standard library (core.pretrain) and taken from the shared cache."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +13,16 @@ import dagster as dg
 from pydantic import Field
 
 from coder_assets.core.decontam import load_humaneval
-from coder_assets.core.dev_model import (
-    DevModelConfig,
-    ModelDirectoryError,
-    build_dev_model,
-    model_version,
-)
+from coder_assets.core.dev_model import ModelDirectoryError, model_version
+from coder_assets.core.pretrain import cached_dev_model
 
 PRODUCTION_BASE_MODEL = "~/.mlx-models/Qwen2.5-Coder-32B-Instruct-Q8"
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json")
 
 
 def dev_model_corpus() -> list[str]:
-    """What the dev tokenizer learns from: the sample repos' files and HumanEval's prompts and
-    solutions, so that both the dataset and the evaluation tokenize into sensible pieces."""
+    """What the tokenizer of the tests' tiny random dev model learns from: the sample repos' files
+    and HumanEval's prompts and solutions. (The trained dev model never sees either.)"""
     from coder_assets.demo.sample_repos import sample_corpus
 
     texts = sample_corpus()
@@ -43,8 +42,9 @@ class BaseModelResource(dg.ConfigurableResource):
     build_dev_model: bool = Field(
         default=False,
         description=(
-            "Build the tiny random dev model (Qwen2 architecture, local BPE tokenizer) at `path`. "
-            "For the demo and tests only: a production model is never overwritten."
+            "Put the trained dev model (Qwen2 architecture, local BPE tokenizer, pretrained on the "
+            "standard library; built once into the shared cache) at `path`. For the demo and "
+            "tests only: a production model is never overwritten."
         ),
     )
 
@@ -55,7 +55,7 @@ class BaseModelResource(dg.ConfigurableResource):
         """The model directory, ready to load: built (dev model) or checked (production)."""
         directory = self.model_dir()
         if self.build_dev_model:
-            build_dev_model(directory, dev_model_corpus(), DevModelConfig())
+            _install_dev_model(cached_dev_model(), directory)
         missing = [name for name in _REQUIRED_FILES if not (directory / name).is_file()]
         if missing or not any(directory.glob("*.safetensors")):
             what = ", ".join(missing) if missing else "*.safetensors weights"
@@ -80,3 +80,20 @@ class BaseModelResource(dg.ConfigurableResource):
         directory = self.model_dir()
         eos = self.config().get("eos_token_id")
         return load_tokenizer(directory, eos_token_ids=eos)
+
+
+def _install_dev_model(source: Path, directory: Path) -> None:
+    """Copy the cached dev model to `directory` unless the same version is there already; the
+    copy is assembled next to it and renamed into place."""
+    if (directory / "config.json").is_file() and model_version(directory) == model_version(source):
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.copy-", dir=directory.parent))
+    try:
+        shutil.copytree(source, staging / directory.name)
+        old = staging / "old"
+        if directory.exists():
+            directory.rename(old)
+        (staging / directory.name).rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
