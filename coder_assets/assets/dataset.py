@@ -255,12 +255,13 @@ def dataset_splits(
     workspace: WorkspaceResource,
 ) -> dg.MaterializeResult:
     """train/valid/test in mlx-lm's JSONL `text` format, from every repo's samples: decontaminated
-    against HumanEval, exact- and near-deduplicated (MinHash LSH, verified by exact Jaccard),
-    split by a stable hash of each sample's source file so no duplicate cluster straddles splits,
-    rendered through the base model's chat template (FIM raw) and kept within max_seq_length.
-    The dataset version is the sha256 of the three files; the folder also holds a provenance
-    sidecar (every line to its sample, repo, commit and path), what was dropped and why, and
-    manifest.json."""
+    against HumanEval, exact- and near-deduplicated (MinHash LSH, verified by exact Jaccard; one
+    copy of a file found at several places), split by content cluster (a source file, its copies,
+    its near duplicates and records that read alike share a split), rendered through the base
+    model's chat template (FIM raw) and kept within max_seq_length (no answer split; long FIM
+    samples windowed). A repo whose samples cannot be read is left out and named. The dataset
+    version is the sha256 of the three files; the folder also holds a provenance sidecar (every
+    line to its sample, repo, commit and path), what was dropped and why, and manifest.json."""
     with reported_as_failure():
         dataset_config = config.dataset_config()
         repos = sorted(set(instruction_pairs) | set(fim_samples))
