@@ -28,7 +28,7 @@ from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.policy import PromotionPolicyResource
-from coder_assets.resources.service import ModelServerResource
+from coder_assets.resources.service import SERVING, ModelServerResource
 from coder_assets.resources.storage import WorkspaceResource
 from coder_assets.resources.waterdeep import WaterdeepResource
 
@@ -200,6 +200,9 @@ def deployed_adapter(
                 documents=documents,
             )
             report, restarted = _deploy(context, deploy, version, fingerprint, model_server, config)
+            model_server.set_desired_state(
+                SERVING, f"deployed_adapter {version} (run {context.run_id[:8]})"
+            )
             pruned = deploy.prune(adapter_deployment.keep_versions)
     if pruned:
         context.log.info(f"pruned adapter versions {', '.join(pruned)}")
