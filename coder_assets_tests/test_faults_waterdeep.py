@@ -316,3 +316,41 @@ def test_two_concurrent_job_executes_never_interleave(site) -> None:
         }
     assert sorted(len(s) > 0 for s in steps.values()) == [False, True], steps
     assert not (site.home / "steps" / RUN_LOCK_FILE).read_text()  # released at the end
+
+
+# --- case 6: the adapter's content is one chain ---------------------------------------------------
+
+
+def test_adapter_files_changed_after_evaluation_are_not_released(tmp_path: Path) -> None:
+    from coder_assets.assets.deployment import adapter_release
+    from coder_assets.core.deploy import adapter_digests
+    from coder_assets.resources.deployment import AdapterReleaseResource
+
+    adapter = tmp_path / "adapters" / "homelab-coder" / "v1"
+    adapter.mkdir(parents=True)
+    (adapter / "adapters.safetensors").write_bytes(b"evaluated weights")
+    (adapter / "adapter_config.json").write_text("{}")
+    eval_scores = {"adapter_version": "v1", "adapter_files": adapter_digests(adapter)}
+    (adapter / "adapters.safetensors").write_bytes(b"damaged weights!!")  # same size
+    releases = tmp_path / "code-lora-adapters.git"
+
+    with dg.build_asset_context() as context, pytest.raises(dg.Failure) as failure:
+        adapter_release(
+            context=context,
+            lora_adapter={"version": "v1", "path": str(adapter)},
+            eval_scores=eval_scores,
+            training_dataset={"version": "ds"},
+            waterdeep=None,
+            promotion_policy=None,
+            adapter_repo=AdapterReleaseResource(
+                remote=str(releases), work_dir=str(tmp_path / "work"), create_local_remote=True
+            ),
+            dataset_store=None,
+            mlflow_tracking=None,
+            workspace=None,
+        )
+    message = failure.value.description
+    assert "refusing to release adapter v1" in message and str(adapter) in message
+    assert "changed after eval_scores evaluated them" in message
+    assert "adapters.safetensors" in message and "adapter_config.json" not in message
+    assert not releases.exists()  # nothing was committed or tagged
