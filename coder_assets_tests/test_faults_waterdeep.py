@@ -4,6 +4,7 @@ operator at the wrong moment. Each test asserts recovery and the message a perso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -323,14 +324,19 @@ def test_two_concurrent_job_executes_never_interleave(site) -> None:
 
 def test_adapter_files_changed_after_evaluation_are_not_released(tmp_path: Path) -> None:
     from coder_assets.assets.deployment import adapter_release
-    from coder_assets.core.deploy import adapter_digests
     from coder_assets.resources.deployment import AdapterReleaseResource
 
     adapter = tmp_path / "adapters" / "homelab-coder" / "v1"
     adapter.mkdir(parents=True)
     (adapter / "adapters.safetensors").write_bytes(b"evaluated weights")
     (adapter / "adapter_config.json").write_text("{}")
-    eval_scores = {"adapter_version": "v1", "adapter_files": adapter_digests(adapter)}
+    eval_scores = {
+        "adapter_version": "v1",
+        "adapter_files": {
+            name: hashlib.sha256((adapter / name).read_bytes()).hexdigest()
+            for name in ("adapters.safetensors", "adapter_config.json")
+        },
+    }
     (adapter / "adapters.safetensors").write_bytes(b"damaged weights!!")  # same size
     releases = tmp_path / "code-lora-adapters.git"
 
