@@ -71,11 +71,20 @@ def _add_server_parser(commands: argparse._SubParsersAction) -> None:
         action.add_argument(
             "--no-wait", action="store_true", help="return without waiting for the model"
         )
-    actions.add_parser("status", help="whether the server runs")
-    actions.add_parser("stop", help="stop the server (launchd: unload the agent)")
-    actions.add_parser(
+    actions.add_parser("status", help="the server's desired state and whether it runs")
+    stop = actions.add_parser(
+        "stop", help="stop the server (launchd: unload the agent) and keep it stopped"
+    )
+    restart = actions.add_parser(
         "restart", help="restart the server (serves the `latest` adapter) and wait until ready"
     )
+    for action in (start, stop, restart):
+        action.add_argument(
+            "--force",
+            action="store_true",
+            help="act even while the waterdeep lock is held (training, evaluating, deploying); "
+            "logged. The trainer and the server may not fit in memory together",
+        )
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -127,14 +136,74 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
     if action == "install":
         return _install(server, dry_run=args.dry_run, wait=not args.no_wait)
     if action == "status":
-        print(f"{server.kind} model server at {server.url()}: {server.status().detail}")
+        desired = server.desired_state().describe()
+        print(
+            f"{server.kind} model server at {server.url()}: desired {desired}; actual "
+            f"{server.status().detail}"
+        )
         return 0
+    from coder_assets.core.host import WaterdeepBusyError
+
+    try:
+        lock = _take_waterdeep_lock(server, action, force=args.force)
+    except WaterdeepBusyError as exc:
+        print(
+            f"coder-assets server {action}: refused: {exc}. `coder-assets server {action} "
+            "--force` acts anyway (the trainer and the server may not fit in memory together)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return _lifecycle(server, args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_waterdeep_lock(server: ModelServerResource, action: str, *, force: bool):
+    """The waterdeep lock for `server ACTION`, or WaterdeepBusyError naming its holder; with
+    `force`, None after logging whom it overrides."""
+    from coder_assets.core.host import WaterdeepBusyError, WaterdeepLock
+    from coder_assets.resources import waterdeep_lock_file
+
+    lock = WaterdeepLock(Path(waterdeep_lock_file()), purpose=f"coder-assets server {action}")
+    try:
+        lock.acquire()
+    except WaterdeepBusyError as exc:
+        if not force:
+            raise
+        _log_operator(server, f"server {action} --force overrode the waterdeep lock: {exc}")
+        return None
+    if lock.cleared_stale:
+        _log_operator(
+            server, f"server {action} cleared a stale waterdeep lock: {lock.cleared_stale}"
+        )
+    return lock
+
+
+def _log_operator(server: ModelServerResource, message: str) -> None:
+    """A warning on stderr, kept in the server's operator.log in its state dir too."""
+    from datetime import UTC, datetime
+
+    print(f"coder-assets: warning: {message}", file=sys.stderr)
+    server.state_path().mkdir(parents=True, exist_ok=True)
+    with open(server.state_path() / "operator.log", "a", encoding="utf-8") as log:
+        log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}\n")
+
+
+def _lifecycle(server: ModelServerResource, args: argparse.Namespace) -> int:
+    from coder_assets.resources.service import SERVING, STOPPED
+
+    action = args.action
+    by = f"coder-assets server {action}" + (" --force" if args.force else "")
     if action == "stop":
         before = server.status()
+        server.set_desired_state(STOPPED, by)
         server.stop()
         what = f"stopped (was {before.detail})" if before.running else "was not running"
-        print(f"{server.kind} model server at {server.url()}: {what}")
+        print(f"{server.kind} model server at {server.url()}: {what}; desired stopped")
         return 0
+    server.set_desired_state(SERVING, by)
     if action == "restart":
         server.restart()  # waits until the model is served
     else:

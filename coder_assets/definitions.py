@@ -29,6 +29,7 @@ from coder_assets.sensors import (
     gitea_change_sensor,
     run_failure_reporter,
     train_on_new_dataset_sensor,
+    waterdeep_reclaim_sensor,
 )
 
 
@@ -56,7 +57,12 @@ def build_definitions() -> dg.Definitions:
             promotion_gate,
         ],
         jobs=[repo_job, dataset_job, train_deploy_job, full_pipeline_job],
-        sensors=[gitea_change_sensor, train_on_new_dataset_sensor, run_failure_reporter],
+        sensors=[
+            gitea_change_sensor,
+            train_on_new_dataset_sensor,
+            run_failure_reporter,
+            waterdeep_reclaim_sensor,
+        ],
         schedules=[weekly_refresh_schedule],
         resources=build_resources(),
         # Every job, and every ad-hoc selection (the implicit asset job), runs through it: waterdeep

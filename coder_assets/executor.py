@@ -28,6 +28,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from dagster._core.executor.step_delegating import (
 from dagster._utils.error import SerializableErrorInfo
 
 from coder_assets.constants import HOST_TAG, WATERDEEP
-from coder_assets.core.host import HostExpectation, check_host
+from coder_assets.core.host import HostExpectation, WaterdeepBusyError, WaterdeepLock, check_host
 
 TRANSPORTS = ("local", "ssh")
 # Settings a remote step worker needs from this side; values go over SSH's stdin, never argv.
@@ -67,6 +68,13 @@ DEFAULT_FORWARD_ENV = (
 )
 _LOG_TAIL_CHARS = 2000
 _TERMINATE_GRACE_SECONDS = 30
+# Held by the run worker of a run with waterdeep steps for the whole run, in the executor's state
+# dir: one such run at a time, however it was launched (the daemon's queue limits only the runs it
+# launches; two `dagster job execute` would interleave). Its holder info names the run, so a run
+# worker killed with SIGKILL (the kernel drops its flock) is recognised by the next holder.
+RUN_LOCK_FILE = "waterdeep-run.lock"
+# A reclaim sensor takes the run lock for a moment: a starting run waits this long for it.
+_RUN_LOCK_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -406,6 +414,90 @@ def _tail(path: Path) -> str:
     return data[-_LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
 
 
+def take_run_lock(path: Path, purpose: str, run_id: str, wait: float = 0.0) -> WaterdeepLock:
+    """The run lock at `path`, waiting up to `wait` seconds; WaterdeepBusyError names its holder."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return WaterdeepLock(path, purpose=purpose, run_id=run_id).acquire()
+        except WaterdeepBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def reclaim_dead_run(instance: dg.DagsterInstance, holder: Mapping[str, object]) -> str | None:
+    """Clean up after the run named by a stale run-lock `holder` (its run worker died without
+    releasing the lock): mark the run failed when it is not finished, free its pool slots, and
+    stop its orphaned local step processes. Returns what was done, in words, or None when the
+    holder names no run."""
+    run_id = str(holder.get("run_id") or "")
+    if not run_id:
+        return None
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return None
+    who = f"pid {holder.get('pid', '?')} on {holder.get('hostname', '?')}"
+    done = []
+    if not run.is_finished:
+        instance.report_run_failed(
+            run,
+            f"the run worker of run {run_id} ({who}) died without ending the run (its waterdeep "
+            "run lock was left behind); marked failed so that its pool slots are freed",
+        )
+        done.append("marked the run failed")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    done.append("freed its pool slots")
+    state_dir = Path(str(holder.get("state_dir") or "")).expanduser()
+    if str(holder.get("state_dir") or "") and state_dir.is_dir():
+        from coder_assets.step_worker import terminate
+
+        for pid_file in sorted(state_dir.glob(f"{run_id}-*.pid")):
+            done.append(f"{pid_file.stem[len(run_id) + 1 :]}: {terminate(pid_file)}")
+    return f"reclaimed run {run_id} of dead run worker {who}: " + "; ".join(done)
+
+
+class WaterdeepExecutor(StepDelegatingExecutor):
+    """The step-delegating executor that, for a run with waterdeep steps, holds the run lock from
+    start to end, and reclaims a run whose worker died holding it."""
+
+    def __init__(self, step_handler: WaterdeepStepHandler, **kwargs) -> None:
+        super().__init__(step_handler, **kwargs)
+        self._settings = step_handler.settings
+
+    def execute(self, plan_context, execution_plan) -> Iterator[DagsterEvent]:
+        steps = execution_plan.get_steps_to_execute_in_topo_order()
+        if not any(runs_on_waterdeep(step.tags or {}) for step in steps):
+            yield from super().execute(plan_context, execution_plan)
+            return
+        run = plan_context.dagster_run
+        state_dir = Path(self._settings.state_dir).expanduser()
+        try:
+            lock = take_run_lock(
+                state_dir / RUN_LOCK_FILE,
+                f"run {run.job_name}",
+                run.run_id,
+                wait=_RUN_LOCK_WAIT_SECONDS,
+            )
+        except WaterdeepBusyError as exc:
+            raise WaterdeepBusyError(
+                f"refusing to start run {run.run_id} of {run.job_name}: it has waterdeep steps "
+                f"and another run holds waterdeep. {exc}",
+                holder=exc.holder,
+            ) from None
+        try:
+            # Recorded for whoever finds the lock stale: where this run's step pid files are.
+            lock.holder = {**(lock.holder or {}), "state_dir": str(state_dir)}
+            lock.rewrite_holder()
+            if lock.cleared_stale:
+                outcome = reclaim_dead_run(plan_context.instance, lock.cleared_stale)
+                if outcome:
+                    plan_context.log.warning(outcome)
+            yield from super().execute(plan_context, execution_plan)
+        finally:
+            lock.release()
+
+
 @dg.executor(
     name="waterdeep_executor",
     config_schema=executor_config_schema(),
@@ -416,7 +508,7 @@ def waterdeep_executor(init_context: dg.InitExecutorContext) -> StepDelegatingEx
     waterdeep (after the host guard), locally or over SSH; the others locally."""
     config = init_context.executor_config
     settings = WaterdeepSettings.from_config(config)
-    return StepDelegatingExecutor(
+    return WaterdeepExecutor(
         WaterdeepStepHandler(settings),
         retries=RetryMode.DISABLED,
         max_concurrent=int(config.get("max_concurrent") or 1),

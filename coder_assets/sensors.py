@@ -199,3 +199,35 @@ def train_on_new_dataset_sensor(
         run_key=f"dataset-{version}",
         tags={TRIGGER_TAG: f"new dataset version {version[:12]}"},
     )
+
+
+@dg.sensor(
+    name="waterdeep_reclaim_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reclaims waterdeep from a run whose run worker died (kill -9, OOM, a reboot): its run "
+        "lock is free but still names the run, so the run is marked failed, its `waterdeep` pool "
+        "slots are freed and its orphaned step processes stopped."
+    ),
+)
+def waterdeep_reclaim_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    from pathlib import Path
+
+    from coder_assets.core.host import WaterdeepBusyError
+    from coder_assets.executor import reclaim_dead_run, take_run_lock
+    from coder_assets.resources import run_lock_file
+
+    try:
+        lock = take_run_lock(Path(run_lock_file()), "waterdeep_reclaim_sensor", "")
+    except WaterdeepBusyError as exc:
+        return dg.SkipReason(f"a live run holds waterdeep: {exc.holder}")
+    try:
+        stale = lock.cleared_stale
+        outcome = reclaim_dead_run(context.instance, stale) if stale else None
+    finally:
+        lock.release()
+    if outcome is None:
+        return dg.SkipReason("no run holds waterdeep and none was left behind by a dead worker")
+    context.log.warning(outcome)
+    return dg.SkipReason(outcome)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,13 +20,13 @@ import pytest
 import requests
 
 from coder_assets.assets.deployment import DeployedAdapterConfig, curl_command, deployed_adapter
-from coder_assets.core.deploy import DeployDir, Links, sha256_file
+from coder_assets.core.deploy import ADAPTER_FILES, DeployDir, Links, sha256_file
 from coder_assets.core.dev_model import DevModelConfig, build_dev_model, random_lora_adapter
 from coder_assets.core.fim import format_fim
 from coder_assets.core.generation import InProcessGenerator
 from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs
 from coder_assets.resources import waterdeep_host
-from coder_assets.resources.deployment import AdapterDeploymentResource
+from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.service import ModelServerResource
 from coder_assets.resources.waterdeep import WaterdeepResource
 from coder_assets_tests.conftest import free_port
@@ -113,6 +114,35 @@ class Site:
             ready_timeout_seconds=READY_TIMEOUT,
         )
         self.waterdeep = WaterdeepResource(**waterdeep_host(), lock_file=str(root / "lock"))
+        # The release repository: a release whose deploy fails is tagged rejected there.
+        self.releases = root / "code-lora-adapters.git"
+        self.adapter_repo = AdapterReleaseResource(
+            remote=str(self.releases),
+            work_dir=str(root / "release-work"),
+            create_local_remote=True,
+            lfs="never",
+        )
+
+    def release(self, version: str, source: Path) -> None:
+        self.adapter_repo.release(source, {"adapter_version": version})
+
+    def rejected_tags(self) -> dict[str, str]:
+        """{rejected tag: its message} in the release repository."""
+        out = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(self.releases),
+                "tag",
+                "-l",
+                "rejected/*",
+                "--format=%(refname:short)%00%(contents)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return dict(line.split("\0", 1) for line in out.split("\n\n") if "\0" in line)
 
     def deploy(self, version: str, *, keep: int = 5, source: Path | None = None, fingerprint=True):
         source = source or self.sources[version]
@@ -131,14 +161,18 @@ class Site:
                 "files": files,
                 "manifest": {"adapter_version": version},
             },
-            eval_scores={"fingerprint": self.fingerprints[version].to_dict()}
+            eval_scores={
+                "fingerprint": self.fingerprints[version].to_dict(),
+                "adapter_files": {name: files[name] for name in ADAPTER_FILES},
+            }
             if fingerprint
-            else {},
+            else {"adapter_files": {name: files[name] for name in ADAPTER_FILES}},
             waterdeep=self.waterdeep,
             model_server=self.server,
             adapter_deployment=AdapterDeploymentResource(
                 deploy_dir=str(self.deploy_dir), keep_versions=keep
             ),
+            adapter_repo=self.adapter_repo,
         )
 
     def served(self) -> tuple[str, ...]:
@@ -259,12 +293,43 @@ def test_garbled_adapter_weights_fail_the_smoke_test_and_are_rolled_back(
     )
     before = site.links()
 
+    site.release("v3", garbled)
+
     message = _failed_deploy(site, "v3", source=garbled)
 
     assert "smoke test of adapter v3 failed" in message
     assert "Rolled back" in message and "verified" in message
     assert site.links() == before
     assert site.served() == trimmed(site.fingerprints["v1"].adapter)
+    # Nobody takes the released but undeployable v3 for a good adapter.
+    rejected = site.rejected_tags()
+    assert list(rejected) == ["rejected/v3"]
+    assert "smoke test of adapter v3 failed" in rejected["rejected/v3"]
+
+
+def test_a_release_that_is_not_the_evaluated_adapter_is_not_deployed(
+    v1_deployed: Site, tmp_path: Path
+):
+    site = v1_deployed
+    files = {name: sha256_file(site.sources["v2"] / name) for name in ADAPTER_FILES}
+    with dg.build_asset_context() as context, pytest.raises(dg.Failure) as failure:
+        deployed_adapter(
+            context=context,
+            config=DeployedAdapterConfig(smoke_timeout_seconds=60),
+            lora_adapter={"version": "v2", "path": str(site.sources["v2"])},
+            adapter_release={"version": "v2", "tag": "v2", "files": files, "manifest": {}},
+            eval_scores={
+                "fingerprint": site.fingerprints["v2"].to_dict(),
+                "adapter_files": {**files, "adapters.safetensors": "0" * 64},
+            },
+            waterdeep=site.waterdeep,
+            model_server=site.server,
+            adapter_deployment=AdapterDeploymentResource(deploy_dir=str(site.deploy_dir)),
+            adapter_repo=site.adapter_repo,
+        )
+    assert "release v2 is not the adapter eval_scores evaluated" in failure.value.description
+    assert "adapters.safetensors" in failure.value.description
+    assert site.links().latest == "v1"
 
 
 def test_an_adapter_for_another_base_shape_is_rolled_back(v1_deployed: Site):

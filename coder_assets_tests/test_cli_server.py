@@ -323,7 +323,8 @@ def test_managed_status_and_stop_on_an_empty_state_dir(
 ) -> None:
     code, out, err = run_cli(capsys, "status")
     assert (code, err) == (0, "")
-    assert out.startswith(f"managed model server at http://127.0.0.1:{setup.port}: not running")
+    assert out.startswith(f"managed model server at http://127.0.0.1:{setup.port}: desired ")
+    assert "actual not running" in out
     assert "no pid file" in out
     code, out, _ = run_cli(capsys, "stop")
     assert code == 0 and "not running" in out

@@ -20,6 +20,8 @@ from coder_assets.core.deploy import (
     DeployDir,
     DeploymentError,
     Links,
+    adapter_digests,
+    digest_differences,
 )
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.evaluation import SUMMARY_METRICS
@@ -28,7 +30,7 @@ from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.policy import PromotionPolicyResource
-from coder_assets.resources.service import ModelServerResource
+from coder_assets.resources.service import SERVING, ModelServerResource
 from coder_assets.resources.storage import WorkspaceResource
 from coder_assets.resources.waterdeep import WaterdeepResource
 
@@ -85,6 +87,7 @@ def adapter_release(
     MLflow run, source commits) in one commit with one annotated tag per version; weights as git
     LFS objects when the remote supports LFS. Re-running for a released version changes nothing.
     Runs on waterdeep, where the adapter files are."""
+    _require_evaluated_files(Path(lora_adapter["path"]), eval_scores, "release")
     decision = promotion_policy.decide(eval_scores)
     if not decision.passed:
         raise dg.Failure(
@@ -115,6 +118,13 @@ def adapter_release(
     else:
         context.log.info(f"released {result.tag} ({result.commit[:12]}) to {result.remote}")
     files = {name: info["sha256"] for name, info in result.files.items()}
+    differences = digest_differences(eval_scores["adapter_files"], files)
+    if differences:
+        raise dg.Failure(
+            description=f"{result.tag} in {result.remote} holds other adapter files than "
+            f"eval_scores evaluated ({'; '.join(differences)}): "
+            "it was released earlier from other files; train and evaluate a new version"
+        )
     value = {
         "version": result.version,
         "tag": result.tag,
@@ -138,6 +148,25 @@ def adapter_release(
     return dg.MaterializeResult(
         value=value, data_version=dg.DataVersion(result.version), metadata=metadata
     )
+
+
+def _require_evaluated_files(adapter_dir: Path, eval_scores: dict, what: str) -> None:
+    """Fail unless the adapter files in `adapter_dir` are the ones eval_scores evaluated."""
+    evaluated = eval_scores.get("adapter_files")
+    if not evaluated:
+        raise dg.Failure(
+            description=f"eval_scores of adapter {eval_scores.get('adapter_version')} records no "
+            f"sha256 of the files it evaluated (materialized before it did), so nothing proves "
+            f"what would {what}: rematerialize eval_scores. Nothing was changed."
+        )
+    differences = digest_differences(evaluated, adapter_digests(adapter_dir))
+    if differences:
+        raise dg.Failure(
+            description=f"refusing to {what} adapter {eval_scores.get('adapter_version')}: its "
+            f"files in {adapter_dir} changed after eval_scores evaluated them "
+            f"({'; '.join(differences)}). Rematerialize lora_adapter and eval_scores. Nothing "
+            "was changed."
+        )
 
 
 class DeployedAdapterConfig(dg.Config):
@@ -164,6 +193,7 @@ def deployed_adapter(
     waterdeep: WaterdeepResource,
     model_server: ModelServerResource,
     adapter_deployment: AdapterDeploymentResource,
+    adapter_repo: AdapterReleaseResource,
 ) -> dg.MaterializeResult:
     """The released adapter served by mlx_lm.server on waterdeep. The version is installed under
     the deploy directory (checked against the release's sha256s), `latest` is swapped to it
@@ -185,6 +215,15 @@ def deployed_adapter(
             "materialized before fingerprints existed), so serving it could not be proven: "
             "rematerialize eval_scores, then deployed_adapter. Nothing was changed."
         )
+    differences = digest_differences(
+        eval_scores.get("adapter_files") or {}, adapter_release["files"]
+    )
+    if not eval_scores.get("adapter_files") or differences:
+        raise dg.Failure(
+            description=f"release {adapter_release['tag']} is not the adapter eval_scores "
+            f"evaluated ({'; '.join(differences) or 'eval_scores records no file sha256s'}): "
+            "rematerialize eval_scores and adapter_release. Nothing was changed."
+        )
     with reported_as_failure():
         waterdeep.require("deploy an adapter")
         with waterdeep.lock("deploying deployed_adapter", context.run_id):
@@ -199,7 +238,16 @@ def deployed_adapter(
                 expected=adapter_release["files"],
                 documents=documents,
             )
-            report, restarted = _deploy(context, deploy, version, fingerprint, model_server, config)
+            try:
+                report, restarted = _deploy(
+                    context, deploy, version, fingerprint, model_server, config
+                )
+            except dg.Failure as failure:
+                _mark_rejected(context, adapter_repo, version, failure.description or "")
+                raise
+            model_server.set_desired_state(
+                SERVING, f"deployed_adapter {version} (run {context.run_id[:8]})"
+            )
             pruned = deploy.prune(adapter_deployment.keep_versions)
     if pruned:
         context.log.info(f"pruned adapter versions {', '.join(pruned)}")
@@ -231,6 +279,22 @@ def deployed_adapter(
     return dg.MaterializeResult(
         value=value, data_version=dg.DataVersion(version), metadata=metadata
     )
+
+
+def _mark_rejected(
+    context: dg.AssetExecutionContext,
+    adapter_repo: AdapterReleaseResource,
+    version: str,
+    reason: str,
+) -> None:
+    """Tag the release rejected, so the release repository does not offer it as good; a failure
+    to do so is logged, the deploy's own failure is what the run reports."""
+    try:
+        tag = adapter_repo.reject(version, reason[:2000])
+    except CoderAssetsError as exc:
+        context.log.error(f"could not mark release {version} rejected: {exc}")
+        return
+    context.log.warning(f"marked release {version} rejected in the release repository: {tag}")
 
 
 def _deploy(

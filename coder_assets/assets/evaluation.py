@@ -14,7 +14,7 @@ from coder_assets.assets import reported_as_failure
 from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
 from coder_assets.constants import EVALUATION_GROUP
 from coder_assets.core.dataset import PROVENANCE_FILE, read_table
-from coder_assets.core.deploy import FINGERPRINT_FILE
+from coder_assets.core.deploy import FINGERPRINT_FILE, adapter_digests
 from coder_assets.core.evaluation import (
     EvalSettings,
     evaluate_model,
@@ -117,6 +117,8 @@ def eval_scores(
             settings = config.settings(int(training_dataset["max_seq_length"]))
             model_dir = mlx_base_model.prepare()
             adapter_dir = Path(lora_adapter["path"])
+            # What was evaluated, byte for byte: adapter_release refuses files that differ.
+            evaluated_files = adapter_digests(adapter_dir)
             results_dir = adapter_dir / EVAL_DIR
             deployed_dir = _deployed_adapter(model_server)
             if deployed_dir is not None and deployed_dir.name == lora_adapter["version"]:
@@ -153,6 +155,7 @@ def eval_scores(
             result = {
                 "adapter_version": lora_adapter["version"],
                 "adapter_path": str(adapter_dir),
+                "adapter_files": evaluated_files,
                 "dataset_version": training_dataset["version"],
                 "deployed_path": str(deployed_dir) if deployed_dir else None,
                 "base": summaries["base"],

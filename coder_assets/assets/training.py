@@ -219,6 +219,8 @@ def _train(
     if reused:
         context.log.info(f"adapter {version} is already trained; reusing it (never retrained)")
         result = TrainingResult.from_json((adapter_dir / COMPLETION_MARKER).read_text())
+        # A previous attempt killed after training left the server stopped: bring it back.
+        model_server.restore_desired_state("training lora_adapter")
     else:
         mlflow_tracking.set_tags(
             run_id, {"coder_assets.adapter_version": version, "coder_assets.stage": "training"}

@@ -78,6 +78,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def adapter_digests(adapter_dir: Path) -> dict[str, str]:
+    """{file name: sha256} of the adapter files in `adapter_dir` (a missing file: "missing")."""
+    return {
+        name: sha256_file(adapter_dir / name) if (adapter_dir / name).is_file() else "missing"
+        for name in ADAPTER_FILES
+    }
+
+
+def digest_differences(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
+    """One sentence per adapter file whose sha256 in `actual` is not the one in `expected`."""
+    return [
+        f"{name}: sha256 {str(actual.get(name))[:12]}, evaluated {str(want)[:12]}"
+        for name, want in sorted(expected.items())
+        if actual.get(name) != want
+    ]
+
+
 def check_version_name(version: str) -> str:
     """`version` if it can name a directory under the deploy directory, else AdapterFileError."""
     if (

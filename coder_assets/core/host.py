@@ -226,6 +226,14 @@ class WaterdeepLock:
         self._fd = fd
         return self
 
+    def rewrite_holder(self) -> None:
+        """Write `holder` (amended by the caller) to the lock file again; the lock must be held."""
+        if self._fd is None:
+            raise WaterdeepBusyError(f"{self.path} is not held by this WaterdeepLock", holder={})
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(self.holder) + "\n").encode(), 0)
+        os.fsync(self._fd)
+
     def release(self) -> None:
         """Clear the holder info and unlock; the file stays. Releasing twice is harmless."""
         fd, self._fd = self._fd, None

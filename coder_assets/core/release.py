@@ -71,6 +71,8 @@ SUMMARY_SCORES = (
     "test_loss",
 )
 REMOTE_NAME = "origin"
+# A release whose deploy failed gets an annotated tag `rejected/<tag>` naming the reason.
+REJECTED_TAG_PREFIX = "rejected/"
 # Where the scratch clone keeps what it fetched of the remote's branch and tag.
 LOCAL_REFS = "refs/coder-assets/remote"
 # Written into a scratch clone when it is made: only a directory holding it (or an empty one) is
@@ -218,6 +220,64 @@ def release_adapter(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(work_dir / "lfs", ignore_errors=True)
+
+
+def reject_release(
+    version: str,
+    reason: str,
+    target: ReleaseTarget,
+    work_dir: Path,
+    *,
+    timeout: float = 600,
+) -> str:
+    """Mark the released `version` as rejected in the release repository: an annotated tag
+    `rejected/<tag>` on its release commit whose message is `reason`, so that nobody takes the
+    tip of the branch (or the version's tag) as a good adapter. Returns the rejected tag; marking
+    one twice moves nothing."""
+    tag = f"{target.tag_prefix}{version}"
+    rejected = f"{REJECTED_TAG_PREFIX}{tag}"
+    _check_target(target, tag)
+    shown = display_url(target.remote)
+    http = _http_for(target)
+    secrets = _secrets_of(target.http)
+    with file_lock(work_dir.with_name(work_dir.name + ".lock"), timeout=timeout):
+        _open_work_repo(work_dir, target.remote, timeout)
+        git = _Git(work_dir, http, secrets, timeout, shown)
+        refs = git.remote_refs(target.branch, tag)
+        if f"refs/tags/{tag}" not in refs:
+            raise ReleaseError(
+                f"cannot mark {tag!r} rejected in {shown}: the tag does not exist there"
+            )
+        out = git.run(
+            ["ls-remote", REMOTE_NAME, f"refs/tags/{rejected}"],
+            what=f"git ls-remote {shown}",
+        )
+        if out.strip():
+            return rejected
+        tag_ref = f"{LOCAL_REFS}/tags/{tag}"
+        git.fetch({f"refs/tags/{tag}": tag_ref}, refs)
+        message = _write(work_dir / "REJECT_MSG", f"rejected {tag}: {reason}\n")
+        try:
+            git.run(
+                [
+                    *_author_args(target),
+                    "tag",
+                    "-f",
+                    "-a",
+                    "-F",
+                    str(message),
+                    rejected,
+                    f"{tag_ref}^{{commit}}",
+                ],
+                what=f"git tag {rejected}",
+            )
+            git.run(
+                ["push", "--quiet", REMOTE_NAME, f"refs/tags/{rejected}:refs/tags/{rejected}"],
+                what=f"git push of tag {rejected!r} to {shown}",
+            )
+        finally:
+            message.unlink(missing_ok=True)
+    return rejected
 
 
 def check_adapter_version(manifest: Mapping[str, Any]) -> str:

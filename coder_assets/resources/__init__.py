@@ -14,7 +14,7 @@ import dagster as dg
 from coder_assets.constants import coder_assets_home
 from coder_assets.core.deploy import LATEST_LINK
 from coder_assets.core.host import current_platform
-from coder_assets.executor import DEFAULT_FORWARD_ENV
+from coder_assets.executor import DEFAULT_FORWARD_ENV, RUN_LOCK_FILE
 from coder_assets.resources.datasets import (
     DEFAULT_S3_DEADLINE_SECONDS,
     DatasetStoreResource,
@@ -137,6 +137,20 @@ def build_mlflow_tracking() -> MlflowTrackingResource:
     )
 
 
+def waterdeep_lock_file() -> str:
+    """The waterdeep lock that training, evaluation, deployment and `coder-assets server`
+    take: CODER_ASSETS_WATERDEEP_LOCK_FILE, by default waterdeep.lock in the coder_assets home."""
+    return str(
+        path_setting("CODER_ASSETS_WATERDEEP_LOCK_FILE", coder_assets_home() / "waterdeep.lock")
+    )
+
+
+def run_lock_file() -> str:
+    """The lock a run with waterdeep steps holds for its whole length (waterdeep_executor), in
+    the executor's state dir: one such run at a time, however it was launched."""
+    return str(coder_assets_home() / "steps" / RUN_LOCK_FILE)
+
+
 def waterdeep_host() -> dict[str, Any]:
     """What waterdeep must look like. CODER_ASSETS_WATERDEEP_HOST names it in production (an Apple
     Silicon Mac with 48 GB by default); unset, the embedded default names this machine, so the
@@ -245,7 +259,7 @@ def build_resources() -> dict[str, Any]:
         "mlx_base_model": base_model,
         "waterdeep": WaterdeepResource(
             **waterdeep_host(),
-            lock_file=path_setting("CODER_ASSETS_WATERDEEP_LOCK_FILE", home / "waterdeep.lock"),
+            lock_file=waterdeep_lock_file(),
         ),
         "model_server": build_model_server(base_model),
         "promotion_policy": PromotionPolicyResource(

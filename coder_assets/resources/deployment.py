@@ -48,10 +48,22 @@ class AdapterReleaseResource(dg.ConfigurableResource):
     def release(self, adapter_dir: Path, manifest: Mapping[str, Any]):
         """Release the adapter in `adapter_dir` with `manifest`; returns core.release's
         ReleaseResult (already_released when the tag exists with the same files)."""
-        from coder_assets.core.release import ReleaseTarget, release_adapter
+        from coder_assets.core.release import release_adapter
+
+        return release_adapter(Path(adapter_dir), manifest, self._target(), Path(self.work_dir))
+
+    def reject(self, version: str, reason: str) -> str:
+        """Mark the released `version` rejected (tag `rejected/<tag>` with the reason); returns
+        the tag."""
+        from coder_assets.core.release import reject_release
+
+        return reject_release(version, reason, self._target(), Path(self.work_dir))
+
+    def _target(self):
+        from coder_assets.core.release import ReleaseTarget
 
         headers = (f"Authorization: token {self.token}",) if self.token else ()
-        target = ReleaseTarget(
+        return ReleaseTarget(
             remote=self.remote,
             branch=self.branch,
             http=GitHttp(headers=headers) if headers else None,
@@ -61,7 +73,6 @@ class AdapterReleaseResource(dg.ConfigurableResource):
             author_email=self.author_email,
             create_local_remote=self.create_local_remote,
         )
-        return release_adapter(Path(adapter_dir), manifest, target, Path(self.work_dir))
 
 
 class AdapterDeploymentResource(dg.ConfigurableResource):

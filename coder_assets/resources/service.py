@@ -49,6 +49,10 @@ from coder_assets.step_worker import default_termination_signals
 
 PID_FILE = "mlx-server.pid"
 LOG_FILE = "mlx-server.log"
+# What the model server should be doing, recorded on waterdeep next to the pid file: every step
+# that pauses the server restores this state, whatever the previous holder of waterdeep did.
+DESIRED_FILE = "desired-state.json"
+SERVING, STOPPED = "serving", "stopped"
 # An empty Hugging Face cache for the managed server: its /v1/models scans the HF cache and, in
 # mlx-lm 0.32, answers 200 with an empty body when the cache directory does not exist.
 HF_CACHE_DIR = "hf-hub-cache"
@@ -74,6 +78,27 @@ class ServerStatus:
     running: bool
     pid: int | None
     detail: str
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What the model server should be doing (`serving` or `stopped`), who said so and when.
+    `recorded` is False for the default of a fresh waterdeep (serving iff an adapter is
+    deployed)."""
+
+    state: str
+    by: str
+    at: str
+    recorded: bool = True
+
+    @property
+    def serving(self) -> bool:
+        return self.state == SERVING
+
+    def describe(self) -> str:
+        if not self.recorded:
+            return f"{self.state} ({self.by})"
+        return f"{self.state} (set by {self.by} at {self.at})"
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,44 @@ class ModelServerResource(dg.ConfigurableResource):
 
     def pid_file(self) -> Path:
         return self.state_path() / PID_FILE
+
+    def desired_state_file(self) -> Path:
+        return self.state_path() / DESIRED_FILE
+
+    def desired_state(self) -> DesiredState:
+        """The recorded desired state; without a record, serving iff an adapter is deployed."""
+        try:
+            record = json.loads(self.desired_state_file().read_text("utf-8"))
+            if record.get("state") in (SERVING, STOPPED):
+                return DesiredState(
+                    str(record["state"]), str(record.get("by", "?")), str(record.get("at", "?"))
+                )
+        except (FileNotFoundError, ValueError, AttributeError):
+            pass
+        if self.adapter_dir() is not None:
+            return DesiredState(SERVING, "default: an adapter is deployed", "", recorded=False)
+        return DesiredState(STOPPED, "default: no adapter is deployed", "", recorded=False)
+
+    def set_desired_state(self, state: str, by: str) -> DesiredState:
+        """Record that the server should be `serving` or `stopped` (an operator's `coder-assets
+        server stop` says stopped; start, restart and a deploy say serving)."""
+        if state not in (SERVING, STOPPED):
+            raise ValueError(f"desired state {state!r}: use {SERVING} or {STOPPED}")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json_atomic(self.desired_state_file(), {"state": state, "by": by, "at": at})
+        return DesiredState(state, by, at)
+
+    def restore_desired_state(self, reason: str) -> None:
+        """Bring the server to its desired state: start it (and wait until it serves) when it
+        should serve and does not; a server that should be stopped is left as it is."""
+        if not self.desired_state().serving or self.status().running:
+            return
+        dg.get_dagster_logger().info(
+            f"starting the model server at {self.url()} after {reason}: its desired state is "
+            f"{self.desired_state().describe()}"
+        )
+        self.start()
+        self.wait_ready()
 
     def log_file(self) -> Path:
         """The server's log: the pid-file process's in state_dir, or the launchd agent's."""
@@ -418,24 +481,33 @@ class ModelServerResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def paused(self, reason: str) -> Iterator[PausedServer]:
-        """Stop the server for the block (e.g. training needs the memory) and start it again
-        afterwards, waiting until it is ready, whatever way the block ends. A server that was
-        not running stays stopped."""
-        was_running = self.status().running
+        """Stop the server for the block (e.g. training needs the memory) and bring it back to
+        its desired state afterwards, waiting until it is ready, whatever way the block ends.
+
+        The desired state, not what this call found, decides: a previous holder killed with
+        SIGKILL leaves the server stopped, and its retry must still start it again. A running
+        server without a recorded desired state is recorded as serving first, so that a holder
+        killed from here on is followed by a restart too."""
         log = dg.get_dagster_logger()
-        if not was_running:
-            yield PausedServer(False, reason)
-            return
+        was_running = self.status().running
+        desired = self.desired_state()
+        if was_running and not desired.recorded:
+            desired = self.set_desired_state(SERVING, f"{reason} (found it serving)")
+        if not was_running and desired.serving:
+            log.warning(
+                f"the model server at {self.url()} is not running although its desired state is "
+                f"{desired.describe()} (a previous holder of waterdeep ended without restoring "
+                f"it): it is started after {reason}"
+            )
         try:
-            log.info(f"stopping the model server at {self.url()} for {reason}")
-            self.stop()
-            yield PausedServer(True, reason)
+            if was_running:
+                log.info(f"stopping the model server at {self.url()} for {reason}")
+                self.stop()
+            yield PausedServer(was_running, reason)
         finally:
             # Also on KeyboardInterrupt and GeneratorExit: a cancelled training run must not
             # leave waterdeep without its model server.
-            log.info(f"starting the model server at {self.url()} again after {reason}")
-            self.start()
-            self.wait_ready()
+            self.restore_desired_state(reason)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last `lines` lines the latest managed server start wrote to its log file, without
