@@ -191,7 +191,7 @@ def test_reclaim_sensor_leaves_a_live_run_alone(
 @pytest.fixture
 def model_server(site) -> Iterator[ModelServerResource]:
     server = ModelServerResource(
-        model_path=str(site.home / "models" / "dev-qwen2.5-coder"),
+        model_path=site.env["CODER_ASSETS_BASE_MODEL"],
         port=int(site.env["CODER_ASSETS_SERVER_PORT"]),
         state_dir=str(site.home / "server"),
         adapter_link=str(site.home / "deployed" / "homelab-coder" / "latest"),
