@@ -18,6 +18,7 @@ import pytest
 from coder_assets.constants import COMMIT_SHA_TAG
 from coder_assets.core.pretrain import CACHE_ENV, cached_dev_model
 from coder_assets.resources.repos import RepoSourceResource
+from coder_assets.resources.service import ModelServerResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource
 from coder_assets.sensors import gitea_change_sensor
 from coder_assets_tests.gitea_server import GiteaTestServer
@@ -281,3 +282,22 @@ def gitea(tmp_path: Path) -> Iterator[GiteaTestServer]:
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture
+def model_server(site) -> Iterator[ModelServerResource]:
+    """A real mlx_lm.server on the module's `site` (its base model, port and home), serving
+    until the test ends; no desired state left from before."""
+    server = ModelServerResource(
+        model_path=site.env["CODER_ASSETS_BASE_MODEL"],
+        port=int(site.env["CODER_ASSETS_SERVER_PORT"]),
+        state_dir=str(site.home / "server"),
+        adapter_link=str(site.home / "deployed" / "homelab-coder" / "latest"),
+    )
+    server.desired_state_file().unlink(missing_ok=True)
+    server.start()
+    server.wait_ready()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -21,7 +21,6 @@ import yaml
 from coder_assets.core.dev_model import build_dev_model
 from coder_assets.core.host import WaterdeepLock
 from coder_assets.resources.mlx import dev_model_corpus
-from coder_assets.resources.service import ModelServerResource
 from coder_assets_tests.conftest import REPO_ROOT, free_port, stop_server
 from coder_assets_tests.sshd_server import SshServer
 
@@ -274,22 +273,6 @@ def test_a_dataset_file_that_does_not_match_its_manifest_is_refused(site, tmp_pa
 
 
 # --- cancel and resume, with a real model server -------------------------------------------------
-
-
-@pytest.fixture
-def model_server(site) -> Iterator[ModelServerResource]:
-    server = ModelServerResource(
-        model_path=site.env["CODER_ASSETS_BASE_MODEL"],
-        port=int(site.env["CODER_ASSETS_SERVER_PORT"]),
-        state_dir=str(site.home / "server"),
-        adapter_link=str(site.home / "deployed" / "homelab-coder" / "latest"),
-    )
-    server.start()
-    server.wait_ready()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:

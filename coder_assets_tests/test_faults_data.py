@@ -4,7 +4,6 @@ local bucket to S3 under the same MLflow store, and bad number and path settings
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -34,6 +33,7 @@ from coder_assets.resources.datasets import (
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets_tests.conftest import Tick, commit, git, init_repo, resources_for
+from coder_assets_tests.test_resources_datasets import write_dataset
 
 KEY = partition_key_for("homelab", "broken")
 
@@ -228,37 +228,26 @@ def _write_dataset(directory: Path, version_salt: str = "") -> str:
         "valid.jsonl": b'{"text": "b"}\n',
         "test.jsonl": b'{"text": "c"}\n',
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    entries = {}
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-        entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    digest = hashlib.sha256()
-    for name, entry in sorted(entries.items()):
-        digest.update(f"{name}\0{entry['sha256']}\n".encode())
-    version = digest.hexdigest()
     split = {"samples": 1, "lines": 1, "tokens": 10, "by_kind": {"fim": 1}}
-    manifest = {
-        "version": version,
-        "files": entries,
-        "base_model_version": "dev",
-        "max_seq_length": 512,
-        "config": {"seed": 7},
-        "splits": {"train": split, "valid": split, "test": split},
-        "repos": {"homelab/a": {"samples_kept": 3}},
-        "tokens": 30,
-        "samples_in": 3,
-        "dropped": {},
-        "dedup": {
+    return write_dataset(
+        directory,
+        files,
+        base_model_version="dev",
+        max_seq_length=512,
+        config={"seed": 7},
+        splits={"train": split, "valid": split, "test": split},
+        repos={"homelab/a": {"samples_kept": 3}},
+        tokens=30,
+        samples_in=3,
+        dropped={},
+        dedup={
             "exact_dropped_units": 0,
             "near_dropped_units": 0,
             "candidate_pairs": 0,
             "merged_pairs": 0,
         },
-        "decontamination": {"samples_dropped": 0},
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return version
+        decontamination={"samples_dropped": 0},
+    )
 
 
 def test_hanging_s3_endpoint_fails_within_the_deadline_naming_endpoint_and_setting(

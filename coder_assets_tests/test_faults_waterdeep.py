@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -186,23 +185,6 @@ def test_reclaim_sensor_leaves_a_live_run_alone(
 
 
 # --- with real training runs (slow) ---------------------------------------------------------------
-
-
-@pytest.fixture
-def model_server(site) -> Iterator[ModelServerResource]:
-    server = ModelServerResource(
-        model_path=site.env["CODER_ASSETS_BASE_MODEL"],
-        port=int(site.env["CODER_ASSETS_SERVER_PORT"]),
-        state_dir=str(site.home / "server"),
-        adapter_link=str(site.home / "deployed" / "homelab-coder" / "latest"),
-    )
-    server.desired_state_file().unlink(missing_ok=True)
-    server.start()
-    server.wait_ready()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _start_training(site, training: dict) -> subprocess.Popen[str]:

@@ -50,8 +50,11 @@ DATASET_FILES = {
 FILE_NAMES = sorted(DATASET_FILES)
 
 
-def write_dataset(directory: Path, files: dict[str, bytes] | None = None) -> str:
-    """A dataset version in `directory` (files + manifest.json with extra keys); its version."""
+def write_dataset(
+    directory: Path, files: dict[str, bytes] | None = None, **manifest_fields: object
+) -> str:
+    """A dataset version in `directory` (files + manifest.json with extra keys, and
+    `manifest_fields` on top); its version."""
     files = DATASET_FILES if files is None else files
     directory.mkdir(parents=True, exist_ok=True)
     entries = {}
@@ -67,6 +70,7 @@ def write_dataset(directory: Path, files: dict[str, bytes] | None = None) -> str
         "files": entries,
         "created_at": "2026-11-22T10:00:00Z",
         "counts": {"train": 40, "valid": 5, "test": 5},
+        **manifest_fields,
     }
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return version
