@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus
 
 from coder_assets.constants import (
     CHANGED_REPOS_TAG,
@@ -241,6 +242,14 @@ def dataset_after_repos_sensor(context: dg.SensorEvaluationContext) -> dg.Sensor
             f"Waiting for {len(running)} repo_job run(s) still queued or in progress "
             f"({_listed(keys)}) so that one dataset build covers the whole batch; then the "
             f"dataset is built for {what}."
+        )
+    # A backfill (`make backfill`, the UI's "Materialize all") submits its runs a few at a time:
+    # between two submissions no run may be in flight although the batch is not done.
+    backfills = instance.get_backfills(status=BulkActionStatus.REQUESTED)
+    if backfills:
+        return skip(
+            f"Waiting for backfill {backfills[0].backfill_id}, which is still submitting runs, "
+            f"so that one dataset build covers it; then the dataset is built for {what}."
         )
     building = _in_flight(instance, dataset_job.name, full_pipeline_job.name)
     if building:

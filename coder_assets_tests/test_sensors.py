@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.test_utils import create_run_for_test
 
 from coder_assets.assets.snapshots import repo_snapshots
@@ -394,6 +395,36 @@ def test_a_removed_repo_rebuilds_the_dataset_once(instance):
 
     assert request.tags[CHANGED_REPOS_TAG] == "-homelab~two"
     assert "up to date" in _skip(dataset())
+
+
+def test_a_backfill_still_submitting_runs_holds_the_dataset_build(instance):
+    from coder_assets.definitions import defs
+
+    keys = ["homelab~one", "homelab~two"]
+    instance.add_dynamic_partitions("repos", keys)
+    dataset = DatasetTick(instance)
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="weekly1",
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=keys,
+        asset_selection=[dg.AssetKey("repo_snapshots")],
+        backfill_timestamp=FRIDAY.timestamp(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    # The first partition is done, the backfill has not submitted the second run yet.
+    instance.report_runless_asset_event(_signatures("homelab~one"))
+
+    held = _skip(dataset())
+    instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+
+    assert "Waiting for backfill weekly1" in held
+    assert len(dataset().run_requests) == 1
 
 
 def test_a_failed_dataset_build_is_not_requested_again_and_says_why(instance):
