@@ -191,6 +191,28 @@ def _latest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
     return records[0].storage_id if records else 0
 
 
+# `make dev` runs the demo's embedded default (the tiny dev model): the runs the automation asks for
+# there use the demo's short settings, as `make demo` does, instead of production's defaults.
+DEMO_SETTINGS = flag_setting("CODER_ASSETS_DEMO_SETTINGS", False)
+
+
+def automation_run_config(job_name: str, demo: bool) -> dict:
+    """Run config of the runs that the automation requests for `job_name`: production's defaults
+    (empty), or with `demo` the demo's dataset, training and evaluation settings."""
+    if not demo:
+        return {}
+    from coder_assets.demo.run import DEMO_DATASET_CONFIG, DEMO_EVAL_CONFIG, DEMO_TRAINING_CONFIG
+
+    if job_name == dataset_job.name:
+        return {"ops": {"dataset_splits": {"config": DEMO_DATASET_CONFIG}}}
+    return {
+        "ops": {
+            "lora_adapter": {"config": DEMO_TRAINING_CONFIG},
+            "eval_scores": {"config": DEMO_EVAL_CONFIG},
+        }
+    }
+
+
 def _listed(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
@@ -268,6 +290,7 @@ def dataset_after_repos_sensor(context: dg.SensorEvaluationContext) -> dg.Sensor
     context.log.info(f"Requesting one dataset build for {what}.")
     request = dg.RunRequest(
         run_key=run_key,
+        run_config=automation_run_config(dataset_job.name, DEMO_SETTINGS),
         tags={
             TRIGGER_TAG: "dataset_after_repos_sensor",
             CHANGED_REPOS_TAG: _listed(changed + [f"-{key}" for key in removed]),
@@ -314,9 +337,11 @@ def build_train_sensor(
     window: MaintenanceWindow | None,
     auto_train: bool,
     now: Callable[[], datetime] = _utc_now,
+    run_config: dict | None = None,
 ) -> dg.SensorDefinition:
     """train_on_new_dataset_sensor for `window` (None: no window, nothing trains by itself),
-    running by default when `auto_train`; `now` is the clock (tests pass their own)."""
+    running by default when `auto_train`; `now` is the clock (tests pass their own);
+    `run_config` goes with every run it requests."""
 
     @dg.sensor(
         name="train_on_new_dataset_sensor",
@@ -403,7 +428,7 @@ def build_train_sensor(
             tags[SUPERSEDED_TAG] = _listed([v[:12] for v in superseded])
         cursor.update({"requested": run_key, "window": opened.isoformat()})
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
+            run_requests=[dg.RunRequest(run_key=run_key, run_config=run_config or {}, tags=tags)],
             cursor=json.dumps(cursor, sort_keys=True),
         )
 
@@ -467,7 +492,11 @@ if AUTO_TRAIN and MAINTENANCE_WINDOW is None:
         "training needs a window, e.g. CODER_ASSETS_MAINTENANCE_WINDOW='Sun 01:00-07:00' (or "
         "'always'); set one, or unset CODER_ASSETS_AUTO_TRAIN"
     )
-train_on_new_dataset_sensor = build_train_sensor(MAINTENANCE_WINDOW, AUTO_TRAIN)
+train_on_new_dataset_sensor = build_train_sensor(
+    MAINTENANCE_WINDOW,
+    AUTO_TRAIN,
+    run_config=automation_run_config(train_deploy_job.name, DEMO_SETTINGS),
+)
 maintenance_window_notice = build_window_notice_sensor(MAINTENANCE_WINDOW)
 
 

@@ -64,7 +64,8 @@ def test_make_dev_has_an_always_open_window_and_trains_by_itself(tmp_path):
     probe = (
         "from coder_assets.definitions import defs; "
         "s = defs.resolve_sensor_def('train_on_new_dataset_sensor'); "
-        "print(s.default_status.value, '|', s.description)"
+        "import coder_assets.sensors as m; "
+        "print(s.default_status.value, m.DEMO_SETTINGS, '|', s.description)"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe],
@@ -74,9 +75,27 @@ def test_make_dev_has_an_always_open_window_and_trains_by_itself(tmp_path):
         timeout=240,
     )
 
-    assert settings == {"CODER_ASSETS_MAINTENANCE_WINDOW": "always"}
+    assert settings == {
+        "CODER_ASSETS_MAINTENANCE_WINDOW": "always",
+        "CODER_ASSETS_DEMO_SETTINGS": "1",
+    }
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.startswith("RUNNING |") and "now: always open" in loaded.stdout
+    assert loaded.stdout.startswith("RUNNING True |") and "now: always open" in loaded.stdout
+
+
+@pytest.mark.parametrize("job_name", ["dataset_job", "train_deploy_job"])
+def test_the_automation_run_config_of_the_demo_is_valid_for_its_job(job_name):
+    from coder_assets.demo.run import DEMO_TRAINING_CONFIG
+    from coder_assets.sensors import automation_run_config
+
+    job = _workspace_defs().resolve_job_def(job_name)
+    demo = automation_run_config(job_name, demo=True)
+
+    assert dg.validate_run_config(job, demo)
+    assert automation_run_config(job_name, demo=False) == {}
+    if job_name == "train_deploy_job":
+        # The dev model has 4 layers; production's default (16) fails lora_adapter on it.
+        assert demo["ops"]["lora_adapter"]["config"] == DEMO_TRAINING_CONFIG
 
 
 def test_every_asset_has_a_description_group_kinds_owner_and_code_version():

@@ -448,11 +448,15 @@ NEXT_SUNDAY_2AM = datetime(2026, 12, 13, 2, 0, tzinfo=UTC)
 class TrainTick:
     """train_on_new_dataset_sensor for `window`, on a clock the test moves, cursor carried over."""
 
-    def __init__(self, instance: dg.DagsterInstance, window, now: datetime = SUNDAY_2AM) -> None:
+    def __init__(
+        self, instance: dg.DagsterInstance, window, now: datetime = SUNDAY_2AM, run_config=None
+    ) -> None:
         self.instance = instance
         self.now = now
         self.cursor: str | None = None
-        self.sensor = build_train_sensor(window, auto_train=True, now=lambda: self.now)
+        self.sensor = build_train_sensor(
+            window, auto_train=True, now=lambda: self.now, run_config=run_config
+        )
 
     def __call__(self) -> dg.SensorResult:
         result = self.sensor(dg.build_sensor_context(instance=self.instance, cursor=self.cursor))
@@ -471,10 +475,13 @@ SUNDAYS = parse_window("Sun 01:00-07:00")
 
 def test_new_dataset_version_inside_the_window_gives_one_training(instance):
     daemon = Daemon(instance)
-    train = TrainTick(instance, SUNDAYS)
+    short = {"ops": {"lora_adapter": {"config": {"iters": 2}}}}
+    train = TrainTick(instance, SUNDAYS, run_config=short)
     _publish(instance, "a" * 64)
 
-    (run,) = daemon.submit("train_deploy_job", train())
+    result = train()
+    assert result.run_requests[0].run_config == short
+    (run,) = daemon.submit("train_deploy_job", result)
     assert "still queued or running" in _skip(train())
     daemon.finish(run, _adapter("a" * 64))
 
