@@ -100,7 +100,7 @@ def _deployed_adapter(model_server: ModelServerResource) -> Path | None:
 @dg.asset(
     group_name=EVALUATION_GROUP,
     kinds={"mlx", "mlflow"},
-    code_version="1",
+    code_version="2",
     io_manager_key="json_io_manager",
     **WATERDEEP_ASSET_SETTINGS,
 )
