@@ -4,11 +4,11 @@ one (batched generation and the evaluation cache), side by side in one run on th
 then tokens/s of batched generation against one prompt at a time; then a projection for
 waterdeep.
 
-    .venv/bin/python benchmarks/eval_cost.py [--humaneval 20] [--max-tokens 128]
+    .venv/bin/python benchmarks/eval_cost.py [--humaneval 20] [--max-tokens 128] [--modules 5]
 
 Setup (not timed): the demo's dataset (the sample repositories through repo_job and
 dataset_job in a temporary coder_assets home), a LoRA adapter trained on it with the demo's
-training settings; then one commit to a sample repository (a new module in
+training settings; then one commit to a sample repository (five small helper modules in
 `kfp-training-pipelines`), the dataset made again (a new version whose test split shares most
 tasks with the first) and a second adapter trained on it.
 
@@ -24,9 +24,12 @@ of it for FIM middles):
 `--batch-size` and one cache shared by both evaluations, loading a model only for a miss.
 
 Then tokens/s of `InProcessGenerator.complete_batch` at batch sizes 1 (one at a time), 4, 8
-and 16 on HumanEval prompts (short prompts, long answers: what dominates a production
-evaluation) and on the test split's FIM prompts (long prompts, short middles), with the share of
-completions identical to one-at-a-time generation.
+and 16, with the share of completions identical to one-at-a-time generation, on three prompt
+sets: HumanEval problems as code to continue (short prompts, long answers: decode-bound, as the
+32B model's long answers make a production evaluation; the dev model, trained on Python source,
+continues code at length but answers the instruct prompt with a few tokens), the HumanEval
+instruct prompts as evaluated, and the test split's FIM prompts (long prompts, short middles:
+prefill-bound).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ WATERDEEP_WEIGHTS_GB = 34.0
 WATERDEEP_BANDWIDTH_GBS = 273.0
 PRODUCTION_TASKS = {"humaneval": (164, 512), "chat": (100, 512)}  # tasks, max tokens
 
-NEW_MODULE = '''"""Retry helpers for pipeline components that talk to flaky services."""
+NEW_MODULES = {
+    "pipelines/retry.py": '''"""Retry helpers for pipeline steps that call flaky services."""
 
 import time
 
@@ -71,6 +75,8 @@ def retry(call, attempts=3, delay=0.5):
                 raise
             time.sleep(delay)
             delay *= 2
+''',
+    "pipelines/chunks.py": '''"""Batching of work items for parallel pipeline steps."""
 
 
 def chunked(items, size):
@@ -78,10 +84,66 @@ def chunked(items, size):
     if size < 1:
         raise ValueError("size must be at least 1")
     return [items[start : start + size] for start in range(0, len(items), size)]
-'''
 
 
-def _datasets(home: Path) -> tuple[Path, Path]:
+def interleave(*sequences):
+    """Yield one item of each sequence in turn until all are exhausted."""
+    iterators = [iter(sequence) for sequence in sequences]
+    while iterators:
+        for iterator in list(iterators):
+            try:
+                yield next(iterator)
+            except StopIteration:
+                iterators.remove(iterator)
+''',
+    "pipelines/naming.py": '''"""Names of Kubeflow runs and artifacts derived from git metadata."""
+
+import re
+
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def run_name(pipeline: str, branch: str, sha: str) -> str:
+    """A DNS-safe run name: pipeline, branch and the short commit sha."""
+    slug = _UNSAFE.sub("-", f"{pipeline}-{branch}".lower()).strip("-")
+    return f"{slug[:50]}-{sha[:8]}"
+
+
+def artifact_path(bucket: str, run: str, name: str) -> str:
+    """Where a run stores an artifact in the object store."""
+    return f"s3://{bucket}/runs/{run}/{name}"
+''',
+    "pipelines/thresholds.py": '''"""Promotion thresholds for trained models."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_accuracy: float = 0.9
+    max_latency_ms: float = 250.0
+
+    def accepts(self, accuracy: float, latency_ms: float) -> bool:
+        """Whether a model with these figures may be promoted."""
+        return accuracy >= self.min_accuracy and latency_ms <= self.max_latency_ms
+''',
+    "pipelines/schedule.py": '''"""Cron expressions for recurring pipeline runs."""
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def weekly(day: str, hour: int, minute: int = 0) -> str:
+    """The cron expression of a weekly run on `day` at `hour`:`minute`."""
+    if day not in WEEKDAYS:
+        raise ValueError(f"unknown day {day!r}")
+    if not 0 <= hour < 24 or not 0 <= minute < 60:
+        raise ValueError("hour must be 0-23 and minute 0-59")
+    return f"{minute} {hour} * * {(WEEKDAYS.index(day) + 1) % 7}"
+''',
+}
+
+
+def _datasets(home: Path, modules: int) -> tuple[Path, Path]:
     """The demo's dataset, then the one after a commit to a sample repository."""
     import dagster as dg
 
@@ -93,8 +155,9 @@ def _datasets(home: Path) -> tuple[Path, Path]:
             raise SystemExit(f"the demo's dataset failed: {results}")
         first = _versions(home)
         repo = repos_dir() / "kfp-training-pipelines"
-        (repo / "pipelines" / "retry.py").parent.mkdir(parents=True, exist_ok=True)
-        (repo / "pipelines" / "retry.py").write_text(NEW_MODULE, "utf-8")
+        for path, text in list(NEW_MODULES.items())[:modules]:
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_text(text, "utf-8")
         env = {
             **os.environ,
             "GIT_AUTHOR_NAME": "Bench",
@@ -102,7 +165,7 @@ def _datasets(home: Path) -> tuple[Path, Path]:
             "GIT_COMMITTER_NAME": "Bench",
             "GIT_COMMITTER_EMAIL": "bench@homelab.example",
         }
-        for command in (["add", "-A"], ["commit", "-q", "-m", "Add retry helpers"]):
+        for command in (["add", "-A"], ["commit", "-q", "-m", "Add pipeline helpers"]):
             subprocess.run(["git", "-C", str(repo), *command], env=env, check=True)
         results = run_demo(instance, until="dataset", sample_repos=False)
         if not all(result.success for result in results):
@@ -201,6 +264,13 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128, help="HumanEval/answer tokens")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=32, help="prompts per throughput row")
+    parser.add_argument(
+        "--modules",
+        type=int,
+        default=len(NEW_MODULES),
+        choices=range(1, len(NEW_MODULES) + 1),
+        help="helper modules the commit adds (1: the test split stays as it was)",
+    )
     args = parser.parse_args()
 
     from coder_assets.assets.evaluation import EvalScoresConfig, _test_records
@@ -220,7 +290,7 @@ def main() -> int:
         os.environ["CODER_ASSETS_HOME"] = str(home)
         model = cached_dev_model(progress=print)
         os.environ["CODER_ASSETS_BASE_MODEL"] = str(model)
-        data1, data2 = _datasets(home)
+        data1, data2 = _datasets(home, args.modules)
         adapter1 = _train(model, data1, root / "adapter-1")
         adapter2 = _train(model, data2, root / "adapter-2")
         deployed = root / "deployed" / "adapter-1"
@@ -264,8 +334,14 @@ def main() -> int:
         fim_prompts = [task.prompt for task in fim_tasks_from_records(_test_records(data2)[0])][
             : args.prompts
         ]
+        code_prompts = [problem.prompt for problem in load_problems(limit=args.prompts)]
         throughput = {
-            "HumanEval prompts": _throughput(model, humaneval_prompts, args.max_tokens, CHAT_STOP),
+            "HumanEval problems as code to continue (decode-bound)": _throughput(
+                model, code_prompts, args.max_tokens, FIM_STOP
+            ),
+            "HumanEval instruct prompts": _throughput(
+                model, humaneval_prompts, args.max_tokens, CHAT_STOP
+            ),
             "FIM prompts (test split)": _throughput(
                 model, fim_prompts, max(1, args.max_tokens // 4), FIM_STOP
             ),
@@ -291,7 +367,13 @@ def main() -> int:
             f"| {new['tokens']:,} | {new['loads']} | {new['seconds']:.1f} "
             f"| {new['hits']} / {new['misses']} | {new['tokens'] / max(1, old['tokens']):.0%} |"
         )
-    print("\nper model, second adapter (new): generated tokens, loads, hits / misses")
+    old_adapter = rows[("old", 2)]["summaries"]["adapter"]["cost"]["generated_tokens"]
+    print(
+        f"\nthe new adapter alone (another digest: nothing of it can be cached) generates "
+        f"{old_adapter / max(1, rows[('old', 2)]['tokens']):.0%} of today's tokens for the second "
+        "adapter"
+    )
+    print("per model, second adapter (new): generated tokens, loads, hits / misses")
     for label, summary in rows[("new", 2)]["summaries"].items():
         cost = summary["cost"]
         print(
