@@ -36,6 +36,7 @@ from coder_assets.core.eval_cache import (
     generation_settings,
 )
 from coder_assets.core.files import atomic_writer, write_json_atomic
+from coder_assets.core.fim import IM_START
 from coder_assets.core.generation import (
     CHAT_STOP,
     DEFAULT_BATCH_SIZE,
@@ -214,11 +215,14 @@ class EvalModel:
             self.generate([prompts[i] for i in missing], max_tokens, stop, batch_size, done)
         return [text or "" for text in texts]
 
-    def loss(self, texts: Sequence[str], max_seq_length: int) -> float:
-        """Mean next-token NLL over `texts` (see InProcessGenerator.loss), per text from the
-        cache where it has it."""
+    def text_losses(
+        self, texts: Sequence[str], max_seq_length: int
+    ) -> list[tuple[float, int]] | None:
+        """(summed NLL, predicted tokens) of each text (see InProcessGenerator.text_losses), from
+        the cache where it has them; None for a generator without per-text losses and no cache
+        (then `loss` asks the generator for the mean)."""
         if self.cache is None and not hasattr(self.generator, "text_losses"):
-            return self.generator.loss(texts, max_seq_length)
+            return None
         settings = {"max_seq_length": max_seq_length}
         parts: list[tuple[float, int] | None] = []
         for text in texts:
@@ -230,17 +234,12 @@ class EvalModel:
             for index, (nll, tokens) in zip(missing, computed, strict=True):
                 parts[index] = (nll, tokens)
                 self.store("loss", texts[index], settings, {"nll": nll, "tokens": tokens})
-        total = 0.0
-        count = 0
-        for nll, tokens in parts:  # type: ignore[misc]
-            total += nll
-            count += tokens
-        if count == 0:
-            raise GenerationError(
-                "loss: no text with at least two tokens (EOS included) to predict; pass the "
-                "test split's texts"
-            )
-        return total / count
+        return [part for part in parts if part is not None]
+
+    def loss(self, texts: Sequence[str], max_seq_length: int) -> float:
+        """Mean next-token NLL over `texts` (see InProcessGenerator.loss)."""
+        parts = self.text_losses(texts, max_seq_length)
+        return self.generator.loss(texts, max_seq_length) if parts is None else mean_loss(parts)
 
     def cost(self) -> dict[str, Any]:
         """What evaluating this model cost, for metadata and benchmarks."""
@@ -363,8 +362,16 @@ def evaluate_model(
 
     texts = [text for _, text in test_records]
     pair_texts = [text for _, text in test_records if text.startswith("<|im_start|>")]
-    test_loss = model.loss(texts, settings.max_seq_length) if texts else float("nan")
-    pair_loss = model.loss(pair_texts, settings.max_seq_length) if pair_texts else float("nan")
+    parts = model.text_losses(texts, settings.max_seq_length) if texts else []
+    if parts is None:  # a generator with only a mean loss
+        test_loss = model.loss(texts, settings.max_seq_length)
+        pair_loss = model.loss(pair_texts, settings.max_seq_length) if pair_texts else math.nan
+    else:
+        test_loss = mean_loss(parts) if texts else math.nan
+        pair_parts = [
+            part for part, text in zip(parts, texts, strict=True) if text.startswith(IM_START)
+        ]
+        pair_loss = mean_loss(pair_parts) if pair_texts else math.nan
     fim_means = aggregate(fim_rows) if fim_rows else {}
     return {
         "label": label,
@@ -384,6 +391,21 @@ def evaluate_model(
         "pair_test_loss": pair_loss,
         "cost": model.cost(),
     }
+
+
+def mean_loss(parts: Sequence[tuple[float, int]]) -> float:
+    """Summed NLL over predicted tokens, added up in order (as InProcessGenerator.loss does)."""
+    total = 0.0
+    count = 0
+    for nll, tokens in parts:
+        total += nll
+        count += tokens
+    if count == 0:
+        raise GenerationError(
+            "loss: no text with at least two tokens (EOS included) to predict; pass the "
+            "test split's texts"
+        )
+    return total / count
 
 
 def _has_completion(result: Mapping[str, Any]) -> bool:
