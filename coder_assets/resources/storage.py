@@ -109,6 +109,10 @@ class WorkspaceResource(dg.ConfigurableResource):
         """Trained adapters, one folder per version, never overwritten (on waterdeep)."""
         return Path(self.path).expanduser() / "adapters"
 
+    def eval_cache_dir(self) -> Path:
+        """Evaluation results by content (core.eval_cache), kept across runs (on waterdeep)."""
+        return Path(self.path).expanduser() / "eval-cache"
+
 
 class RepoMirrorsResource(dg.ConfigurableResource):
     """The cache of persistent bare mirrors, one per repository."""
