@@ -65,6 +65,8 @@ DEFAULT_FORWARD_ENV = (
     "GITEA_CA_BUNDLE",
     # The production instance's Postgres (deploy/dagster.production.yaml) for the step worker.
     "PG*",
+    # ... and the Dagster chart's (deploy/k8s/), whose instance reads the password from this one.
+    "DAGSTER_PG_PASSWORD",
 )
 _LOG_TAIL_CHARS = 2000
 _TERMINATE_GRACE_SECONDS = 30

@@ -173,6 +173,7 @@ class Site:
                 deploy_dir=str(self.deploy_dir), keep_versions=keep
             ),
             adapter_repo=self.adapter_repo,
+            mlflow_tracking=None,
         )
 
     def served(self) -> tuple[str, ...]:
@@ -326,6 +327,7 @@ def test_a_release_that_is_not_the_evaluated_adapter_is_not_deployed(
             model_server=site.server,
             adapter_deployment=AdapterDeploymentResource(deploy_dir=str(site.deploy_dir)),
             adapter_repo=site.adapter_repo,
+            mlflow_tracking=None,
         )
     assert "release v2 is not the adapter eval_scores evaluated" in failure.value.description
     assert "adapters.safetensors" in failure.value.description

@@ -94,9 +94,9 @@ class Site:
             (run,) = instance.get_runs(limit=1)
             return run, list(instance.all_logs(run.run_id))
 
-    def adapter_metadata(self, run_id: str) -> dict[str, object]:
+    def adapter_metadata(self, run_id: str, asset: str = "lora_adapter") -> dict[str, object]:
         with self.instance() as instance:
-            event = instance.get_latest_materialization_event(dg.AssetKey("lora_adapter"))
+            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
             assert event is not None and event.run_id == run_id
             return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
@@ -329,6 +329,14 @@ def test_a_cancelled_training_restores_the_server_and_a_retry_resumes(site, mode
     assert Path(metadata["path"]) == adapter
     assert metadata["resumed_from_iteration"] >= 4 and metadata["iterations"] == 40
     model_server.wait_ready()  # restored after the retry too
+    # Both steps paused the serving model server; each records how long it was down, and
+    # eval_scores the run's total so far, in separate step processes.
+    evaluation = site.adapter_metadata(run.run_id, "eval_scores")
+    assert metadata["server_downtime_seconds"] > 0
+    assert evaluation["server_downtime_seconds"] > 0
+    assert evaluation["train_deploy_downtime_seconds"] == pytest.approx(
+        metadata["server_downtime_seconds"] + evaluation["server_downtime_seconds"], abs=0.15
+    )
 
 
 # --- the ssh transport, against a real sshd on loopback ------------------------------------------

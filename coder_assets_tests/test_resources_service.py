@@ -120,10 +120,23 @@ def test_paused_stops_a_running_server_and_always_restores_it(
     assert served_models(running)  # paused() already waited until ready
 
 
+def test_paused_records_how_long_the_model_was_not_served(running: ModelServerResource) -> None:
+    with running.paused("evaluating eval_scores") as paused:
+        assert paused.down_seconds == 0.0  # measured when the server is back
+        time.sleep(1.0)
+        block_ended = time.monotonic()
+    back = time.monotonic()
+    assert served_models(running)
+    # The block and the restart until the server answered again, nothing after that.
+    assert paused.down_seconds >= 1.0 + (back - block_ended) * 0.99
+    assert paused.down_seconds < 1.0 + (back - block_ended) + 60
+
+
 def test_paused_leaves_a_stopped_server_stopped(server: ModelServerResource) -> None:
     with pytest.raises(RuntimeError), server.paused("train lora_adapter") as paused:
         assert not paused.was_running
         raise RuntimeError("training failed")
+    assert paused.down_seconds == 0.0  # nothing was served, and nothing was to be
     with server.paused("train lora_adapter"):
         pass
     assert not server.status().running

@@ -31,7 +31,7 @@ from coder_assets.core.git import run_git
 from coder_assets.core.repos import parse_partition_key
 from coder_assets.core.splits import SPLITS, SplitConfig
 from coder_assets.partitions import repo_partitions
-from coder_assets.resources.datasets import DatasetStoreResource
+from coder_assets.resources.datasets import DatasetStoreResource, S3ParquetIOManager
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource, WorkspaceResource
@@ -118,7 +118,7 @@ def sample_signatures(
     config: MinHashSettings,
     instruction_pairs: pd.DataFrame,
     fim_samples: pd.DataFrame,
-    parquet_io_manager: dg.ResourceParam[ParquetIOManager],
+    parquet_io_manager: dg.ResourceParam[ParquetIOManager | S3ParquetIOManager],
 ) -> dg.MaterializeResult:
     """MinHash signatures of one repository's dedup units (each instruction pair; each file its FIM
     samples were cut from), keyed by unit id with the sha256 of the text they were computed from.

@@ -23,6 +23,7 @@ from coder_assets.core.deploy import (
     adapter_digests,
     digest_differences,
 )
+from coder_assets.core.downtime import add_downtime, downtime_of, mlflow_metrics
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.evaluation import SUMMARY_METRICS
 from coder_assets.core.smoke import Fingerprint, SmokeReport, smoke_test
@@ -194,6 +195,7 @@ def deployed_adapter(
     model_server: ModelServerResource,
     adapter_deployment: AdapterDeploymentResource,
     adapter_repo: AdapterReleaseResource,
+    mlflow_tracking: MlflowTrackingResource,
 ) -> dg.MaterializeResult:
     """The released adapter served by mlx_lm.server on waterdeep. The version is installed under
     the deploy directory (checked against the release's sha256s), `latest` is swapped to it
@@ -202,7 +204,7 @@ def deployed_adapter(
     own (recorded by eval_scores) and differs from the base model's. On any failure `latest` is
     swapped back, the server restarted, the old adapter verified serving again, and the asset
     fails with the reason. Keeps the last versions and prunes older ones, never the deployed or
-    the previous one."""
+    the previous one. The restart's downtime is added to the run's total (metadata and MLflow)."""
     version = adapter_release["version"]
     fingerprint = (
         Fingerprint.from_dict(eval_scores["fingerprint"])
@@ -239,7 +241,7 @@ def deployed_adapter(
                 documents=documents,
             )
             try:
-                report, restarted = _deploy(
+                report, restarted, down_seconds = _deploy(
                     context, deploy, version, fingerprint, model_server, config
                 )
             except dg.Failure as failure:
@@ -251,6 +253,12 @@ def deployed_adapter(
             pruned = deploy.prune(adapter_deployment.keep_versions)
     if pruned:
         context.log.info(f"pruned adapter versions {', '.join(pruned)}")
+    downtime = add_downtime(
+        downtime_of(eval_scores), context.run_id, "deployed_adapter", down_seconds
+    )
+    run_id = lora_adapter.get("mlflow_run_id")
+    if run_id and mlflow_tracking is not None:
+        mlflow_tracking.log_metrics(run_id, mlflow_metrics(downtime))
     links = deploy.links()
     url = model_server.url()
     curl = curl_command(url)
@@ -267,6 +275,9 @@ def deployed_adapter(
         "try_it": dg.MetadataValue.md(f"```\n{curl}\n```"),
         "kept_versions": ", ".join(deploy.installed_versions()),
         "pruned_versions": ", ".join(pruned) or "none",
+        "server_downtime_seconds": round(down_seconds, 1),
+        "train_deploy_downtime_seconds": downtime["total_seconds"],
+        "train_deploy_downtime": dg.MetadataValue.md(_downtime_table(downtime)),
     }
     value = {
         "version": version,
@@ -275,6 +286,7 @@ def deployed_adapter(
         "url": url,
         "model": str(model_server.model_dir()),
         "curl": curl,
+        "downtime": downtime,
     }
     return dg.MaterializeResult(
         value=value, data_version=dg.DataVersion(version), metadata=metadata
@@ -304,9 +316,9 @@ def _deploy(
     fingerprint: Fingerprint | None,
     model_server: ModelServerResource,
     config: DeployedAdapterConfig,
-) -> tuple[SmokeReport, bool]:
-    """Swap, restart, smoke-test; roll back on any failure. Returns the smoke report and whether
-    the server was restarted."""
+) -> tuple[SmokeReport, bool, float]:
+    """Swap, restart, smoke-test; roll back on any failure. Returns the smoke report, whether
+    the server was restarted, and for how many seconds it was down (restart until ready)."""
     model_id = str(model_server.model_dir())
     links = deploy.links()
     if links.latest == version and model_server.status().running:
@@ -319,13 +331,14 @@ def _deploy(
         )
         if report.passed:
             context.log.info(f"adapter {version} is already deployed and serving; nothing to do")
-            return report, False
+            return report, False, 0.0
     before = deploy.swap(version)
     context.log.info(f"latest -> {version} (was {before.latest or 'no adapter'}); restarting")
     try:
         started = time.monotonic()
         _restart(model_server, context)
-        context.log.info(f"model server ready in {time.monotonic() - started:.1f} s")
+        down_seconds = time.monotonic() - started
+        context.log.info(f"model server ready in {down_seconds:.1f} s (down that long)")
         report = smoke_test(
             model_server.url(),
             model_id,
@@ -345,7 +358,14 @@ def _deploy(
             ),
             metadata={"failed_version": version, "reason": reason[:2000]},
         ) from exc
-    return report, True
+    return report, True, down_seconds
+
+
+def _downtime_table(downtime: dict) -> str:
+    lines = ["| step | model server down, s |", "|---|---:|"]
+    lines += [f"| {step} | {seconds:.1f} |" for step, seconds in downtime["by_step"].items()]
+    lines.append(f"| **train_deploy_job (this run)** | **{downtime['total_seconds']:.1f}** |")
+    return "\n".join(lines)
 
 
 def _roll_back(

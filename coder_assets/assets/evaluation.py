@@ -15,14 +15,18 @@ from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
 from coder_assets.constants import EVALUATION_GROUP
 from coder_assets.core.dataset import PROVENANCE_FILE, read_table
 from coder_assets.core.deploy import FINGERPRINT_FILE, adapter_digests
+from coder_assets.core.downtime import add_downtime, downtime_of, mlflow_metrics
+from coder_assets.core.eval_cache import EvalCache, ModelIdentity, adapter_content_digest
 from coder_assets.core.evaluation import (
+    EvalModel,
     EvalSettings,
     evaluate_model,
     summary_table,
     write_summary,
 )
 from coder_assets.core.files import write_json_atomic
-from coder_assets.core.smoke import Fingerprint, fingerprint_prompts, outputs
+from coder_assets.core.generation import DEFAULT_BATCH_SIZE
+from coder_assets.core.smoke import Fingerprint, fingerprint_prompts
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -45,6 +49,20 @@ class EvalScoresConfig(dg.Config):
     fim_max_tokens: int = Field(default=128, description="Tokens per FIM middle.")
     chat_max_tokens: int = Field(default=512, description="Tokens per instruction answer.")
     timeout_seconds: float = Field(default=10.0, description="Wall clock per HumanEval program.")
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        description=(
+            "Sequences decoded together (mlx-lm batch generation); 1: one prompt at a time."
+        ),
+    )
+    use_cache: bool = Field(
+        default=True,
+        description=(
+            "Reuse results from the evaluation cache (keyed by base model version, adapter "
+            "digest, task, prompt, settings and generator code); False: generate everything."
+        ),
+    )
 
     def settings(self, max_seq_length: int) -> EvalSettings:
         return EvalSettings(
@@ -56,6 +74,7 @@ class EvalScoresConfig(dg.Config):
             chat_max_tokens=self.chat_max_tokens,
             timeout=self.timeout_seconds,
             max_seq_length=max_seq_length,
+            batch_size=self.batch_size,
         )
 
 
@@ -81,7 +100,7 @@ def _deployed_adapter(model_server: ModelServerResource) -> Path | None:
 @dg.asset(
     group_name=EVALUATION_GROUP,
     kinds={"mlx", "mlflow"},
-    code_version="1",
+    code_version="2",
     io_manager_key="json_io_manager",
     **WATERDEEP_ASSET_SETTINGS,
 )
@@ -100,8 +119,12 @@ def eval_scores(
     """HumanEval pass@1 (EvalPlus instruct prompt, greedy, sandboxed) and the project eval on the
     held-out test split (FIM exact match, edit similarity, identifier F1; answer edit similarity;
     test loss and perplexity) for the base model, the new adapter and the deployed adapter, one
-    model at a time, in-process with mlx-lm (adapters unfused). Per-problem results go to the
-    adapter's `eval/` folder and MLflow; the promotion gate decides on them."""
+    model at a time, in-process with mlx-lm (adapters unfused), prompts decoded in batches.
+    Results come from the evaluation cache where it has them (the base model's from earlier
+    adapters, the deployed adapter's from when it was the candidate), so a model is loaded only
+    for what is new. Per-problem results go to the adapter's `eval/` folder and MLflow; the
+    promotion gate decides on them. How long the model server was down is recorded, with the
+    run's total so far."""
     from coder_assets.core.generation import (
         InProcessGenerator,
         chat_tasks_from_records,
@@ -127,20 +150,34 @@ def eval_scores(
             models = [("base", None), ("adapter", adapter_dir)]
             if deployed_dir is not None:
                 models.append(("deployed", deployed_dir))
+            base_version = mlx_base_model.version()
+            cache = EvalCache(workspace.eval_cache_dir()) if config.use_cache else None
+            tokenizer = mlx_base_model.load_tokenizer()
             summaries: dict[str, dict] = {}
+            costs: dict[str, dict] = {}
             # The deploy's proof that the server serves this adapter: fixed prompts with the
-            # base model's and the adapter's own greedy output.
+            # base model's and the adapter's own greedy output, one prompt at a time as the
+            # server generates them.
             prompts = fingerprint_prompts(
                 fim_tasks_from_records(records, limit=8, languages=languages),
                 chat_tasks_from_records(records, limit=4),
             )
             answers: dict[str, tuple[str, ...]] = {}
-            with model_server.paused("evaluating eval_scores"):
+            with model_server.paused("evaluating eval_scores") as paused:
                 for label, directory in models:
-                    generator = InProcessGenerator(model_dir, directory)
+                    model = EvalModel(
+                        label,
+                        lambda directory=directory: InProcessGenerator(model_dir, directory),
+                        tokenizer=tokenizer,
+                        identity=ModelIdentity(
+                            base_version,
+                            adapter_content_digest(directory) if directory else None,
+                        ),
+                        cache=cache,
+                    )
                     summaries[label] = evaluate_model(
                         label,
-                        generator,
+                        model,
                         records,
                         settings,
                         results_dir,
@@ -148,8 +185,19 @@ def eval_scores(
                         progress=context.log.info,
                     )
                     if label in ("base", "adapter"):
-                        answers[label] = outputs(generator, prompts)
-                    del generator
+                        answers[label] = tuple(
+                            model.complete_many(
+                                "fingerprint", [p.prompt], p.max_tokens, p.stop, batch_size=1
+                            )[0]
+                            for p in prompts
+                        )
+                    summaries[label].pop("cost")
+                    costs[label] = model.cost()  # the fingerprint's generation included
+                    context.log.info(f"{label}: {_cost_line(costs[label])}")
+                    model.release()
+            downtime = add_downtime(
+                downtime_of(lora_adapter), context.run_id, "eval_scores", paused.down_seconds
+            )
             fingerprint = Fingerprint(tuple(prompts), answers["base"], answers["adapter"])
             write_json_atomic(results_dir / FINGERPRINT_FILE, fingerprint.to_dict())
             result = {
@@ -162,9 +210,12 @@ def eval_scores(
                 "adapter": summaries["adapter"],
                 "deployed": summaries.get("deployed"),
                 "fingerprint": fingerprint.to_dict(),
+                "cost": costs,
+                "downtime": downtime,
             }
             write_summary(results_dir / "summary.json", result)
             run_id = lora_adapter["mlflow_run_id"]
+            mlflow_tracking.log_metrics(run_id, mlflow_metrics(downtime) | _cost_metrics(costs))
             for label, summary in summaries.items():
                 mlflow_tracking.log_metrics(
                     run_id,
@@ -189,10 +240,52 @@ def eval_scores(
         "fingerprint_prompts_distinguishing": (
             f"{len(fingerprint.distinguishing())}/{len(fingerprint.prompts)}"
         ),
+        "cost": dg.MetadataValue.md(_cost_table(costs)),
+        "batch_size": config.batch_size,
+        "cache": str(workspace.eval_cache_dir()) if config.use_cache else "off",
+        "generated_tokens": sum(cost["generated_tokens"] for cost in costs.values()),
+        "model_loads": sum(cost["loads"] for cost in costs.values()),
+        "server_downtime_seconds": round(paused.down_seconds, 1),
+        "train_deploy_downtime_seconds": downtime["total_seconds"],
     }
+    for label, cost in costs.items():
+        metadata[f"cache_hits_{label}"] = cost["cache"]["hits"]
+        metadata[f"cache_misses_{label}"] = cost["cache"]["misses"]
     if run_url:
         metadata["mlflow_run"] = dg.MetadataValue.url(run_url)
     return dg.MaterializeResult(value=result, metadata=_finite(metadata))
+
+
+def _cost_line(cost: dict) -> str:
+    cache = cost["cache"]
+    return (
+        f"{cache['hits']} cache hits, {cache['misses']} misses"
+        f"{', ' + str(cache['corrupt']) + ' corrupt entries ignored' if cache['corrupt'] else ''}; "
+        f"{cost['generated_tokens']} tokens generated; model loaded {cost['loads']} time(s)"
+    )
+
+
+def _cost_table(costs: dict[str, dict]) -> str:
+    lines = [
+        "| model | cache hits | misses | generated tokens | loads | load s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, cost in costs.items():
+        lines.append(
+            f"| {label} | {cost['cache']['hits']} | {cost['cache']['misses']} | "
+            f"{cost['generated_tokens']} | {cost['loads']} | {cost['load_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _cost_metrics(costs: dict[str, dict]) -> dict[str, float]:
+    metrics = {}
+    for label, cost in costs.items():
+        metrics[f"eval_{label}_cache_hits"] = float(cost["cache"]["hits"])
+        metrics[f"eval_{label}_cache_misses"] = float(cost["cache"]["misses"])
+        metrics[f"eval_{label}_generated_tokens"] = float(cost["generated_tokens"])
+        metrics[f"eval_{label}_model_loads"] = float(cost["loads"])
+    return metrics
 
 
 def _finite(metadata: dict) -> dict:

@@ -2,7 +2,7 @@
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
@@ -12,9 +12,9 @@ import pandas as pd
 from pydantic import Field
 
 from coder_assets.assets import reported_as_failure
+from coder_assets.assets.snapshots import mirror_with_commit
 from coder_assets.constants import OWNERS, SAMPLES_GROUP
 from coder_assets.core import extract_adr, extract_go, extract_python, extract_yaml
-from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.filters import FileFilterConfig, rejection_reason
 from coder_assets.core.fim import (
     FimConfig,
@@ -40,6 +40,8 @@ from coder_assets.core.samples import (
     sample_id,
 )
 from coder_assets.partitions import repo_partitions
+from coder_assets.resources.repos import RepoSourceResource
+from coder_assets.resources.storage import RepoMirrorsResource
 
 EXTRACTORS = {
     "python": extract_python.extract,
@@ -137,15 +139,16 @@ class FimSamplesConfig(dg.Config):
         )
 
 
-def _snapshot(frame: pd.DataFrame) -> tuple[str, str, Path, list[ManifestFile]]:
-    """Repo, commit, mirror and kept files of a repo_snapshots partition."""
+def _snapshot(
+    frame: pd.DataFrame,
+    repo_source: RepoSourceResource,
+    repo_mirrors: RepoMirrorsResource,
+    log: Callable[[str], None],
+) -> tuple[str, str, Path, list[ManifestFile]]:
+    """Repo, commit, this host's mirror (fetched again when missing) and kept files of a
+    repo_snapshots partition."""
     attrs = frame.attrs
-    mirror = Path(attrs["mirror_path"])
-    if not (mirror / "HEAD").is_file():
-        raise CoderAssetsError(
-            f"the mirror of {attrs['repo']} is not at {mirror}; materialize repo_snapshots for "
-            "this partition on this host first"
-        )
+    mirror = mirror_with_commit(repo_source, repo_mirrors, attrs["repo"], attrs["commit_sha"], log)
     kept = frame[frame["skip_reason"].isna()]
     files = [
         ManifestFile(
@@ -216,7 +219,11 @@ def _common_metadata(
 
 @dg.asset(**SAMPLE_ASSET_SETTINGS)
 def instruction_pairs(
-    context: dg.AssetExecutionContext, config: InstructionPairsConfig, repo_snapshots: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: InstructionPairsConfig,
+    repo_snapshots: pd.DataFrame,
+    repo_source: RepoSourceResource,
+    repo_mirrors: RepoMirrorsResource,
 ) -> dg.MaterializeResult:
     """Instruction → output pairs of one repository, with provenance (repo, commit, path, lines):
     Python functions/classes/modules with docstrings, exported Go declarations with doc comments and
@@ -225,7 +232,9 @@ def instruction_pairs(
     with stable placeholders before any pair is built; Secret manifests and SOPS files never count.
     """
     with reported_as_failure():
-        repo, sha, mirror, kept = _snapshot(repo_snapshots)
+        repo, sha, mirror, kept = _snapshot(
+            repo_snapshots, repo_source, repo_mirrors, context.log.info
+        )
         policy = SecretPolicy(config.secret_action)
         filters = config.filters.to_core()
         prepared = prepare_files(mirror, kept, filters=filters, secrets=policy)
@@ -359,14 +368,20 @@ def _pairs_preview(records: Sequence[InstructionPair]) -> str:
 
 @dg.asset(**SAMPLE_ASSET_SETTINGS)
 def fim_samples(
-    context: dg.AssetExecutionContext, config: FimSamplesConfig, repo_snapshots: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: FimSamplesConfig,
+    repo_snapshots: pd.DataFrame,
+    repo_source: RepoSourceResource,
+    repo_mirrors: RepoMirrorsResource,
 ) -> dg.MaterializeResult:
     """Fill-in-the-middle samples of every kept source file of one repository, in Qwen2.5-Coder's
     `<|fim_prefix|>…<|fim_suffix|>…<|fim_middle|>…` format, mixing random character spans,
     whole-line spans and syntax-aware spans. Deterministic from (blob sha, seed): an unchanged file
     yields byte-identical samples. Secrets are redacted before any span is cut."""
     with reported_as_failure():
-        repo, sha, mirror, kept = _snapshot(repo_snapshots)
+        repo, sha, mirror, kept = _snapshot(
+            repo_snapshots, repo_source, repo_mirrors, context.log.info
+        )
         policy = SecretPolicy(config.secret_action)
         prepared = prepare_files(mirror, kept, filters=config.filters.to_core(), secrets=policy)
         rejections = prepared.rejection_counts

@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -9,6 +11,7 @@ from pydantic import Field
 
 from coder_assets.assets import reported_as_failure
 from coder_assets.constants import COMMIT_SHA_TAG, OWNERS, SOURCES_GROUP, TRIGGER_TAG
+from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.git import commit_info, has_commit
 from coder_assets.core.manifest import ManifestConfig, build_manifest
 from coder_assets.core.repos import parse_partition_key
@@ -141,3 +144,28 @@ def _snapshot(
     if repo.html_url:
         metadata["repo_url"] = dg.MetadataValue.url(repo.html_url)
     return dg.Output(frame, data_version=dg.DataVersion(sha), metadata=metadata)
+
+
+def mirror_with_commit(
+    repo_source: RepoSourceResource,
+    repo_mirrors: RepoMirrorsResource,
+    repo: str,
+    sha: str,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """This host's mirror of `repo` (owner/name), holding commit `sha`. Mirrors are a per-host
+    (per-pod) cache: a run in another pod than the snapshot's finds none, or an older one, and
+    fetches it again from the repo source."""
+    owner, name = repo.split("/", 1)
+    mirror = repo_mirrors.mirror_path(owner, name)
+    if (mirror / "HEAD").is_file() and has_commit(mirror, sha):
+        return mirror
+    fetched = repo_source.fetch(repo_source.get_repo(owner, name), mirror)
+    if log is not None:
+        log(f"{repo}: mirror fetched again on this host ({fetched.action}) for commit {sha[:12]}")
+    if not has_commit(mirror, sha):
+        raise CoderAssetsError(
+            f"commit {sha} of {repo} is not in its mirror at {mirror} even after fetching it again "
+            "(force-pushed away?); materialize repo_snapshots for this partition again"
+        )
+    return mirror

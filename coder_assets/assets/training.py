@@ -14,6 +14,7 @@ from coder_assets.assets import reported_as_failure
 from coder_assets.assets.dataset import base_model
 from coder_assets.constants import HOST_TAG, OWNERS, TRAINING_GROUP, WATERDEEP
 from coder_assets.core.dataset import read_manifest
+from coder_assets.core.downtime import add_downtime, mlflow_metrics
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -216,6 +217,7 @@ def _train(
     adapter_dir = workspace.adapters_dir() / ADAPTER_NAME / version
     run_id = training_dataset.get("mlflow_run_id") or mlflow_tracking.dataset_run(dataset_version)
     reused = (adapter_dir / COMPLETION_MARKER).is_file()
+    down_seconds = 0.0
     if reused:
         context.log.info(f"adapter {version} is already trained; reusing it (never retrained)")
         result = TrainingResult.from_json((adapter_dir / COMPLETION_MARKER).read_text())
@@ -236,6 +238,7 @@ def _train(
             if paused.was_running:
                 context.log.info("stopped the model server for training; it is restored after")
             result = train_lora(model_dir, data_dir, adapter_dir, settings, callback)
+        down_seconds = paused.down_seconds
         if result.resumed_from:
             context.log.info(f"resumed from the checkpoint at iteration {result.resumed_from}")
     curve = adapter_dir / LOSS_CURVE_FILE
@@ -252,6 +255,8 @@ def _train(
             if value is not None
         }
         mlflow_tracking.log_metrics(run_id, final)
+    downtime = add_downtime(None, context.run_id, "lora_adapter", down_seconds)
+    mlflow_tracking.log_metrics(run_id, mlflow_metrics(downtime))
     run_url = mlflow_tracking.run_url(run_id)
     descriptor = {
         "version": version,
@@ -263,6 +268,7 @@ def _train(
         "final_train_loss": result.final_train_loss,
         "final_val_loss": result.final_val_loss,
         "settings": settings.to_dict(),
+        "downtime": downtime,
     }
     metadata = {
         "version": version,
@@ -276,6 +282,7 @@ def _train(
         "tokens_per_second": round(result.tokens_per_second, 1),
         "peak_memory_gb": round(result.peak_memory_gb, 3),
         "wall_seconds": round(result.wall_seconds, 1),
+        "server_downtime_seconds": round(down_seconds, 1),
         "adapter_bytes": result.adapter_bytes,
         "dataset_version": dataset_version,
         "base_model_version": base_version,

@@ -1,7 +1,10 @@
 """Evaluating one model (base, new adapter, deployed adapter) and deciding on promotion.
 
 `evaluate_model` runs the same evaluation for each model it is given, one model at a time (so
-only one is in memory, and a server would never switch models mid-batch):
+only one is in memory, and a server would never switch models mid-batch), each task kind's
+prompts generated in batches (`EvalSettings.batch_size` sequences decoded together), and every
+result looked up in and stored to the evaluation cache (`core.eval_cache`) when the model is an
+`EvalModel` with one: a model is loaded only when something is not in the cache.
 
 - HumanEval pass@1 on the configured problems, with EvalPlus's instruct prompt (what Qwen reports
   for Qwen2.5-Coder-Instruct), greedy, each completion run in the sandbox; per-problem results
@@ -20,22 +23,34 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coder_assets.core.eval_cache import (
+    CacheCounts,
+    EvalCache,
+    ModelIdentity,
+    generation_settings,
+)
 from coder_assets.core.files import atomic_writer, write_json_atomic
+from coder_assets.core.fim import IM_START
 from coder_assets.core.generation import (
     CHAT_STOP,
+    DEFAULT_BATCH_SIZE,
     FIM_STOP,
+    GenerationError,
     chat_tasks_from_records,
     fim_tasks_from_records,
 )
 from coder_assets.core.humaneval import (
+    ProblemResult,
     chat_messages,
     evaluate,
     load_problems,
+    load_results,
     outcomes,
     paired_comparison,
     pass_at_1,
@@ -66,10 +81,14 @@ class EvalSettings:
     chat_max_tokens: int = 512
     timeout: float = 10.0
     max_seq_length: int = 2048
+    batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together; 1: one at a time
 
 
 class Generator:
-    """What `evaluate_model` needs of a model (see core.generation.InProcessGenerator)."""
+    """What `evaluate_model` needs of a model (see core.generation.InProcessGenerator).
+
+    `complete_batch` (many prompts at once) and `text_losses` (per text) are used when the
+    generator has them; `generated_tokens` (a running count), when it has it, is reported."""
 
     tokenizer: Any
 
@@ -78,9 +97,163 @@ class Generator:
     def loss(self, texts: Sequence[str], max_seq_length: int) -> float: ...
 
 
+class EvalModel:
+    """One model under evaluation: its generator, loaded on first need (a model whose every
+    result is in the cache is never loaded), the cache and its identity there, and what the
+    evaluation cost: loads, load seconds, generated tokens, cache hits and misses.
+
+    Without a cache (or an identity) every lookup is a miss and nothing is stored."""
+
+    def __init__(
+        self,
+        label: str,
+        load: Callable[[], Generator],
+        *,
+        tokenizer: Any | None = None,
+        identity: ModelIdentity | None = None,
+        cache: EvalCache | None = None,
+    ) -> None:
+        self.label = label
+        self._load = load
+        self._tokenizer = tokenizer
+        self._generator: Generator | None = None
+        self.identity = identity
+        self.cache = cache if identity is not None else None
+        self.counts = CacheCounts()
+        self.loads = 0
+        self.load_seconds = 0.0
+        self.generated_tokens = 0
+
+    @classmethod
+    def of(cls, label: str, generator: Generator) -> EvalModel:
+        """An already loaded generator, without a cache (every task generated)."""
+        model = cls(label, lambda: generator, tokenizer=generator.tokenizer)
+        model._generator = generator
+        return model
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            started = time.perf_counter()
+            self._generator = self._load()
+            self.loads += 1
+            self.load_seconds += time.perf_counter() - started
+        return self._generator
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer if self._tokenizer is not None else self.generator.tokenizer
+
+    def release(self) -> None:
+        """Drop the loaded generator (its memory goes with the last reference)."""
+        self._generator = None
+
+    def lookup(
+        self,
+        kind: str,
+        prompt: str,
+        settings: Mapping[str, Any],
+        valid: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        if self.cache is None or self.identity is None:
+            self.counts.count(kind, False)
+            return None
+        return self.cache.get(self.identity, kind, prompt, settings, self.counts, valid)
+
+    def store(
+        self, kind: str, prompt: str, settings: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> None:
+        if self.cache is not None and self.identity is not None:
+            self.cache.put(self.identity, kind, prompt, settings, result)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_tokens: int,
+        stop: Sequence[str],
+        batch_size: int,
+        on_done: Callable[[int, str], None] | None = None,
+    ) -> list[str]:
+        """Completions of `prompts` from the model itself (no cache)."""
+        generator = self.generator
+        before = getattr(generator, "generated_tokens", 0)
+        batch = getattr(generator, "complete_batch", None)
+        if batch is not None:
+            texts = batch(prompts, max_tokens, stop, batch_size=batch_size, on_done=on_done)
+        else:
+            texts = []
+            for index, prompt in enumerate(prompts):
+                texts.append(generator.complete(prompt, max_tokens, stop))
+                if on_done is not None:
+                    on_done(index, texts[-1])
+        self.generated_tokens += getattr(generator, "generated_tokens", 0) - before
+        return texts
+
+    def complete_many(
+        self,
+        kind: str,
+        prompts: Sequence[str],
+        max_tokens: int,
+        stop: Sequence[str],
+        batch_size: int,
+    ) -> list[str]:
+        """Completions of `prompts`: from the cache where it has them, the rest generated (in
+        batches of `batch_size`) and stored as each one finishes."""
+        settings = generation_settings(max_tokens, stop)
+        texts: list[str | None] = []
+        for prompt in prompts:
+            hit = self.lookup(kind, prompt, settings, _has_completion)
+            texts.append(hit["completion"] if hit is not None else None)
+        missing = [index for index, text in enumerate(texts) if text is None]
+
+        def done(position: int, text: str) -> None:
+            index = missing[position]
+            texts[index] = text
+            self.store(kind, prompts[index], settings, {"completion": text})
+
+        if missing:
+            self.generate([prompts[i] for i in missing], max_tokens, stop, batch_size, done)
+        return [text or "" for text in texts]
+
+    def text_losses(
+        self, texts: Sequence[str], max_seq_length: int
+    ) -> list[tuple[float, int]] | None:
+        """(summed NLL, predicted tokens) of each text (see InProcessGenerator.text_losses), from
+        the cache where it has them; None for a generator without per-text losses and no cache
+        (then `loss` asks the generator for the mean)."""
+        if self.cache is None and not hasattr(self.generator, "text_losses"):
+            return None
+        settings = {"max_seq_length": max_seq_length}
+        parts: list[tuple[float, int] | None] = []
+        for text in texts:
+            hit = self.lookup("loss", text, settings, _has_loss)
+            parts.append((float(hit["nll"]), int(hit["tokens"])) if hit is not None else None)
+        missing = [index for index, part in enumerate(parts) if part is None]
+        if missing:
+            computed = self.generator.text_losses([texts[i] for i in missing], max_seq_length)
+            for index, (nll, tokens) in zip(missing, computed, strict=True):
+                parts[index] = (nll, tokens)
+                self.store("loss", texts[index], settings, {"nll": nll, "tokens": tokens})
+        return [part for part in parts if part is not None]
+
+    def loss(self, texts: Sequence[str], max_seq_length: int) -> float:
+        """Mean next-token NLL over `texts` (see InProcessGenerator.loss)."""
+        parts = self.text_losses(texts, max_seq_length)
+        return self.generator.loss(texts, max_seq_length) if parts is None else mean_loss(parts)
+
+    def cost(self) -> dict[str, Any]:
+        """What evaluating this model cost, for metadata and benchmarks."""
+        return {
+            "loads": self.loads,
+            "load_seconds": round(self.load_seconds, 3),
+            "generated_tokens": self.generated_tokens,
+            "cache": self.counts.to_dict(),
+        }
+
+
 def evaluate_model(
     label: str,
-    generator: Generator,
+    model: EvalModel | Generator,
     test_records: Sequence[tuple[str, str]],
     settings: EvalSettings,
     results_dir: Path,
@@ -88,35 +261,91 @@ def evaluate_model(
     languages: Mapping[str, str | None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one model; returns its summary (metrics, task counts, per-problem outcomes).
+    """Evaluate one model; returns its summary (metrics, task counts, per-problem outcomes, and
+    `cost`: loads, generated tokens, cache hits and misses).
 
+    `model` is an `EvalModel` (with the evaluation cache) or a loaded generator (no cache).
     `test_records` are (record id, text) of the dataset's test split. Per-task results go to
     `results_dir/<label>-*.jsonl`; HumanEval resumes from its file after a crash."""
     say = progress or (lambda _message: None)
+    if not isinstance(model, EvalModel):
+        model = EvalModel.of(label, model)
     results_dir.mkdir(parents=True, exist_ok=True)
+    batch = settings.batch_size
 
     problems = load_problems(limit=settings.humaneval_problems)
     say(f"{label}: HumanEval on {len(problems)} problems")
-
-    def complete_problem(problem) -> str:
-        prompt = generator.tokenizer.apply_chat_template(
+    results_path = results_dir / f"{label}-humaneval.jsonl"
+    recorded = load_results(results_path)
+    he_settings = generation_settings(
+        settings.humaneval_max_tokens, CHAT_STOP, sandbox_timeout=settings.timeout
+    )
+    prompts = {
+        problem.task_id: model.tokenizer.apply_chat_template(
             chat_messages(problem), tokenize=False, add_generation_prompt=True
         )
-        return generator.complete(prompt, settings.humaneval_max_tokens, CHAT_STOP)
+        for problem in problems
+        if problem.task_id not in recorded
+    }
+    known: dict[str, ProblemResult] = {}
+    completions: dict[str, str] = {}
+    for task_id, prompt in prompts.items():
+        hit = model.lookup("humaneval", prompt, he_settings, _has_completion)
+        if hit is None:
+            continue
+        if isinstance(hit.get("verdict"), dict):
+            known[task_id] = ProblemResult(
+                task_id=task_id, completion=hit["completion"], **hit["verdict"]
+            )
+        else:  # generated before a crash, never run in the sandbox
+            completions[task_id] = hit["completion"]
+    to_generate = [task_id for task_id in prompts if task_id not in known | completions]
+
+    def generated(position: int, text: str) -> None:
+        task_id = to_generate[position]
+        completions[task_id] = text
+        model.store("humaneval", prompts[task_id], he_settings, {"completion": text})
+
+    if to_generate:
+        model.generate(
+            [prompts[task_id] for task_id in to_generate],
+            settings.humaneval_max_tokens,
+            CHAT_STOP,
+            batch,
+            generated,
+        )
+
+    def scored(result: ProblemResult) -> None:
+        verdict = {
+            "passed": result.passed,
+            "timed_out": result.timed_out,
+            "error_tail": result.error_tail,
+            "seconds": result.seconds,
+        }
+        model.store(
+            "humaneval",
+            prompts[result.task_id],
+            he_settings,
+            {"completion": result.completion, "verdict": verdict},
+        )
 
     results = evaluate(
         problems,
-        complete_problem,
-        results_dir / f"{label}-humaneval.jsonl",
+        lambda problem: completions[problem.task_id],
+        results_path,
         timeout=settings.timeout,
+        on_result=scored,
+        known=known,
     )
 
     fim = fim_tasks_from_records(test_records, limit=settings.fim_tasks, languages=languages)
     say(f"{label}: {len(fim)} FIM tasks from the test split")
+    predictions = model.complete_many(
+        "fim", [task.prompt for task in fim], settings.fim_max_tokens, FIM_STOP, batch
+    )
     fim_rows = []
     fim_lines = []
-    for task in fim:
-        prediction = generator.complete(task.prompt, settings.fim_max_tokens, FIM_STOP)
+    for task, prediction in zip(fim, predictions, strict=True):
         scores = score_completion(prediction, task.reference, task.language)
         fim_rows.append(scores)
         fim_lines.append({"task_id": task.task_id, "prediction": prediction, **scores})
@@ -124,15 +353,25 @@ def evaluate_model(
 
     chat = chat_tasks_from_records(test_records, limit=settings.chat_tasks)
     say(f"{label}: {len(chat)} instruction pairs from the test split")
-    chat_scores = []
-    for task in chat:
-        answer = generator.complete(task.prompt, settings.chat_max_tokens, CHAT_STOP)
-        chat_scores.append(edit_similarity(answer, task.reference))
+    answers = model.complete_many(
+        "chat", [task.prompt for task in chat], settings.chat_max_tokens, CHAT_STOP, batch
+    )
+    chat_scores = [
+        edit_similarity(answer, task.reference) for task, answer in zip(chat, answers, strict=True)
+    ]
 
     texts = [text for _, text in test_records]
     pair_texts = [text for _, text in test_records if text.startswith("<|im_start|>")]
-    test_loss = generator.loss(texts, settings.max_seq_length) if texts else float("nan")
-    pair_loss = generator.loss(pair_texts, settings.max_seq_length) if pair_texts else float("nan")
+    parts = model.text_losses(texts, settings.max_seq_length) if texts else []
+    if parts is None:  # a generator with only a mean loss
+        test_loss = model.loss(texts, settings.max_seq_length)
+        pair_loss = model.loss(pair_texts, settings.max_seq_length) if pair_texts else math.nan
+    else:
+        test_loss = mean_loss(parts) if texts else math.nan
+        pair_parts = [
+            part for part, text in zip(parts, texts, strict=True) if text.startswith(IM_START)
+        ]
+        pair_loss = mean_loss(pair_parts) if pair_texts else math.nan
     fim_means = aggregate(fim_rows) if fim_rows else {}
     return {
         "label": label,
@@ -150,7 +389,41 @@ def evaluate_model(
         "test_loss": test_loss,
         "test_perplexity": math.exp(test_loss) if test_loss == test_loss else float("nan"),
         "pair_test_loss": pair_loss,
+        "cost": model.cost(),
     }
+
+
+def mean_loss(parts: Sequence[tuple[float, int]]) -> float:
+    """Summed NLL over predicted tokens, added up in order (as InProcessGenerator.loss does)."""
+    total = 0.0
+    count = 0
+    for nll, tokens in parts:
+        total += nll
+        count += tokens
+    if count == 0:
+        raise GenerationError(
+            "loss: no text with at least two tokens (EOS included) to predict; pass the "
+            "test split's texts"
+        )
+    return total / count
+
+
+def _has_completion(result: Mapping[str, Any]) -> bool:
+    verdict = result.get("verdict")
+    return isinstance(result.get("completion"), str) and (
+        verdict is None
+        or (
+            isinstance(verdict, dict)
+            and isinstance(verdict.get("passed"), bool)
+            and isinstance(verdict.get("timed_out"), bool)
+            and isinstance(verdict.get("error_tail"), str)
+            and isinstance(verdict.get("seconds"), int | float)
+        )
+    )
+
+
+def _has_loss(result: Mapping[str, Any]) -> bool:
+    return isinstance(result.get("nll"), int | float) and isinstance(result.get("tokens"), int)
 
 
 @dataclass(frozen=True)

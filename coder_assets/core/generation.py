@@ -48,7 +48,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,11 @@ CHAT_STOP = (IM_END, ENDOFTEXT, IM_START)
 ASSISTANT_START = f"{IM_START}assistant\n"
 DEFAULT_MODEL = "default_model"  # mlx_lm.server's name for the model (and adapter) it started with
 DEFAULT_MAX_SEQ_LENGTH = 2048  # the trainer's default; longer texts are cut as training cuts them
+# The version of the code that turns a prompt into a completion (and a text into its loss): part
+# of every evaluation cache key (core.eval_cache). Bump it when a change here could change an
+# output, so that no cached result of the old code is reused.
+GENERATOR_CODE_VERSION = "1"
+DEFAULT_BATCH_SIZE = 8
 
 _FIM_TOKENS = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
 _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
@@ -239,6 +244,22 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return text[: min(cuts)], True
 
 
+def load_model_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer of the model in `model_dir` exactly as `mlx_lm.load` builds it (EOS ids from
+    its config.json), without loading the weights: enough to render prompts."""
+    from mlx_lm.utils import load_tokenizer
+
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise GenerationError(
+            f"{model_dir} has no config.json: not an mlx model directory (build the dev model "
+            "or point at a converted model)"
+        )
+    eos = json.loads(config_file.read_text("utf-8")).get("eos_token_id")
+    return load_tokenizer(model_dir, eos_token_ids=eos)
+
+
 class InProcessGenerator:
     """The model in `model_dir`, with the LoRA adapter in `adapter_dir` when given, loaded once
     into this process. `load_seconds` is how long loading took."""
@@ -266,6 +287,7 @@ class InProcessGenerator:
             str(model_dir), adapter_path=str(adapter_dir) if adapter_dir is not None else None
         )
         self.load_seconds = time.perf_counter() - started
+        self.generated_tokens = 0  # decoded tokens (EOS included) of every completion so far
 
     def complete(self, prompt: str, max_tokens: int, stop: Sequence[str] = FIM_STOP) -> str:
         """The greedy continuation of `prompt`: at most `max_tokens` tokens, ending before EOS or
@@ -283,6 +305,8 @@ class InProcessGenerator:
             max_tokens=max_tokens,
             sampler=make_sampler(temp=0.0),
         ):
+            # One response per decoded token (the EOS token included).
+            self.generated_tokens += 1
             # Only the new text and the few characters before it can complete a stop string.
             seen = max(0, len(text) - longest)
             text += response.text
@@ -290,6 +314,103 @@ class InProcessGenerator:
             if stopped:
                 return text[:seen] + cut
         return text
+
+    def complete_batch(
+        self,
+        prompts: Sequence[str],
+        max_tokens: int,
+        stop: Sequence[str] = FIM_STOP,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_done: Callable[[int, str], None] | None = None,
+    ) -> list[str]:
+        """`complete` for many prompts at once: up to `batch_size` sequences decoded together
+        with mlx-lm's `BatchGenerator` (continuous batching: a finished sequence's place goes
+        to the next prompt, whose prompt is processed on its own: padded batch prefill of long
+        FIM prompts was slower than one prompt at a time on the CPU backend). Greedy, the same
+        EOS and stop-string handling and the same streaming detokenizer as `complete`, so the
+        texts are the same up to the numerics of batched matrix products (see the README's
+        agreement figures). `on_done(index, text)` is called as each prompt finishes.
+        `batch_size` 1 is `complete`, one prompt after the other."""
+        _check_request(max_tokens, stop)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise GenerationError(f"batch_size={batch_size!r}: must be a whole number ≥ 1")
+        texts: list[str | None] = [None] * len(prompts)
+        if batch_size == 1:
+            for index, prompt in enumerate(prompts):
+                texts[index] = self.complete(prompt, max_tokens, stop)
+                if on_done is not None:
+                    on_done(index, texts[index])
+            return [text or "" for text in texts]
+        if not prompts:
+            return []
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_sampler
+
+        encoded = [self._encode(prompt) for prompt in prompts]
+        # Similar lengths side by side: less padding in each prefill batch.
+        order = sorted(range(len(prompts)), key=lambda index: len(encoded[index]))
+        longest = max((len(s) for s in stop), default=0)
+        generator = BatchGenerator(
+            self.model,
+            max_tokens=max_tokens,
+            stop_tokens=[[token] for token in sorted(self.tokenizer.eos_token_ids)],
+            sampler=make_sampler(temp=0.0),
+            completion_batch_size=batch_size,
+            prefill_batch_size=1,
+        )
+        try:
+            uids = generator.insert([encoded[index] for index in order], [max_tokens] * len(order))
+            index_of = dict(zip(uids, order, strict=True))
+            detokenizers = {uid: self.tokenizer.detokenizer for uid in uids}
+            partial = dict.fromkeys(uids, "")
+
+            def finish(uid: int, text: str) -> None:
+                index = index_of[uid]
+                texts[index] = text
+                if on_done is not None:
+                    on_done(index, text)
+
+            while sum(text is None for text in texts):
+                responses = generator.next_generated()
+                if not responses:
+                    raise GenerationError(
+                        "mlx-lm's BatchGenerator stopped with prompts left unfinished; "
+                        "evaluate with batch_size 1 and report the mlx-lm version"
+                    )
+                finished_by_text = []
+                for response in responses:
+                    uid = response.uid
+                    self.generated_tokens += 1
+                    detokenizer = detokenizers[uid]
+                    if response.finish_reason == "stop":  # EOS: not part of the text
+                        detokenizer.finalize()
+                        text = partial[uid] + detokenizer.last_segment
+                        finish(uid, cut_at_stop(text, stop)[0])
+                        continue
+                    detokenizer.add_token(response.token)
+                    if response.finish_reason == "length":
+                        detokenizer.finalize()
+                    seen = max(0, len(partial[uid]) - longest)
+                    text = partial[uid] + detokenizer.last_segment
+                    partial[uid] = text
+                    cut, stopped = cut_at_stop(text[seen:], stop)
+                    if stopped:
+                        finish(uid, text[:seen] + cut)
+                        if response.finish_reason is None:
+                            finished_by_text.append(uid)
+                    elif response.finish_reason == "length":
+                        finish(uid, text)
+                if finished_by_text:
+                    generator.remove(finished_by_text)
+        finally:
+            generator.close()
+        return [text or "" for text in texts]
+
+    def _encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids, as `stream_generate` encodes a string prompt."""
+        bos = self.tokenizer.bos_token
+        add_special_tokens = bos is None or not prompt.startswith(bos)
+        return list(self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
 
     def loss(self, texts: Iterable[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> float:
         """Mean next-token negative log-likelihood (nats per token) over all tokens of `texts`.
@@ -302,30 +423,42 @@ class InProcessGenerator:
         validation loss is slightly off this number; on rows cut to max_seq_length both agree.)
         Raises `GenerationError` when no text has two tokens.
         """
-        import mlx.core as mx
-        import mlx.nn as nn
-
-        eos = self.tokenizer.eos_token_id
         total = 0.0
         count = 0
-        for text in texts:
-            ids = list(self.tokenizer.encode(text))
-            if not ids or ids[-1] != eos:
-                ids.append(eos)
-            ids = ids[:max_seq_length]
-            if len(ids) < 2:
-                continue
-            tokens = mx.array(ids)[None]
-            logits = self.model(tokens[:, :-1]).astype(mx.float32)
-            nll = nn.losses.cross_entropy(logits, tokens[:, 1:], reduction="sum")
-            total += nll.item()
-            count += len(ids) - 1
+        for nll, tokens in self.text_losses(texts, max_seq_length):
+            total += nll
+            count += tokens
         if count == 0:
             raise GenerationError(
                 "loss: no text with at least two tokens (EOS included) to predict; pass the "
                 "test split's texts"
             )
         return total / count
+
+    def text_losses(
+        self, texts: Iterable[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
+    ) -> list[tuple[float, int]]:
+        """(summed NLL in nats, predicted tokens) of each text, tokenized as `loss` says; a text
+        with fewer than two tokens gives (0.0, 0). `loss` is the sum of the first over the sum of
+        the second, added up in order."""
+        import mlx.core as mx
+        import mlx.nn as nn
+
+        eos = self.tokenizer.eos_token_id
+        parts: list[tuple[float, int]] = []
+        for text in texts:
+            ids = list(self.tokenizer.encode(text))
+            if not ids or ids[-1] != eos:
+                ids.append(eos)
+            ids = ids[:max_seq_length]
+            if len(ids) < 2:
+                parts.append((0.0, 0))
+                continue
+            tokens = mx.array(ids)[None]
+            logits = self.model(tokens[:, :-1]).astype(mx.float32)
+            nll = nn.losses.cross_entropy(logits, tokens[:, 1:], reduction="sum")
+            parts.append((nll.item(), len(ids) - 1))
+        return parts
 
     def perplexity(
         self, texts: Iterable[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH

@@ -64,6 +64,7 @@ __all__ = [
     "evaluate",
     "extract_code",
     "load_problems",
+    "load_results",
     "outcomes",
     "paired_comparison",
     "pass_at_1",
@@ -218,6 +219,7 @@ def evaluate(
     *,
     timeout: float = 10.0,
     on_result: Callable[[ProblemResult], None] | None = None,
+    known: Mapping[str, ProblemResult] | None = None,
 ) -> list[ProblemResult]:
     """Score each problem's completion in the sandbox; return results in `problems` order.
 
@@ -225,7 +227,9 @@ def evaluate(
     problem starts, and problems already recorded there are not asked of `complete` again: a
     run that crashed resumes where it stopped. A torn last line (a crash mid-write) is dropped
     and its problem redone. Use one results file per model and setting: records are matched by
-    task id only. `on_result` is called for each newly scored problem.
+    task id only. `on_result` is called for each newly scored problem. `known` holds results
+    scored before (the evaluation cache's, by task id): they are recorded as they are, without
+    asking `complete` or running the sandbox, and `on_result` is not called for them.
     """
     results_path = Path(results_path)
     recorded = _load_results(results_path)
@@ -238,13 +242,16 @@ def evaluate(
             if problem.task_id in recorded:
                 results.append(recorded[problem.task_id])
                 continue
-            result = _score(problem, complete, timeout)
+            if known is not None and problem.task_id in known:
+                result = known[problem.task_id]
+            else:
+                result = _score(problem, complete, timeout)
             log.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
             log.flush()
             os.fsync(log.fileno())
             recorded[problem.task_id] = result
             results.append(result)
-            if on_result is not None:
+            if on_result is not None and (known is None or problem.task_id not in known):
                 on_result(result)
     return results
 
@@ -340,6 +347,11 @@ def _score(problem: Problem, complete: Callable[[Problem], str], timeout: float)
         error_tail=error_tail[-ERROR_TAIL_CHARS:],
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def load_results(path: Path) -> dict[str, ProblemResult]:
+    """The results `evaluate` recorded in `path` so far, by task id (empty when none)."""
+    return _load_results(Path(path))
 
 
 def _load_results(path: Path) -> dict[str, ProblemResult]:

@@ -190,6 +190,16 @@ def _run_training(instance: dg.DagsterInstance) -> DemoResult:
         f"adapter {scores['humaneval_pass_at_1_adapter']}, FIM edit similarity "
         f"{scores['fim_edit_similarity_adapter']}, test loss {scores['test_loss_adapter']}"
     )
+    cache = ", ".join(
+        f"{label} {scores[f'cache_hits_{label}']}/{scores[f'cache_misses_{label}']}"
+        for label in ("base", "adapter", "deployed")
+        if f"cache_hits_{label}" in scores
+    )
+    summary += (
+        f"\n         eval_scores cost: cache hits/misses {cache}; "
+        f"{scores.get('generated_tokens')} tokens generated, {scores.get('model_loads')} model "
+        f"loads; model server down {scores.get('server_downtime_seconds')} s"
+    )
     gate = _gate(instance, run_id)
     summary += f"\n         promotion_gate: {gate}"
     release = _run_metadata(instance, run_id, "adapter_release")
@@ -203,6 +213,8 @@ def _run_training(instance: dg.DagsterInstance) -> DemoResult:
         summary += (
             f"\n         deployed_adapter: {deployed['version']} served at {deployed['server']} "
             f"(smoke test passed; restarted: {deployed['restarted']})"
+            f"\n         model server down in this run: "
+            f"{deployed.get('train_deploy_downtime_seconds')} s in all"
         )
     elif not success:
         summary += "\n         " + failure_summary(instance, run_id)

@@ -22,6 +22,7 @@ from coder_assets.resources.datasets import (
     S3CompatibleResource,
     S3DatasetStoreResource,
     S3JsonIOManager,
+    S3ParquetIOManager,
 )
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.gitea import GiteaResource
@@ -118,6 +119,16 @@ def build_json_io_manager(storage: str) -> dg.ConfigurableIOManager:
     if s3 is None:
         return JsonIOManager(base_path=storage)
     return S3JsonIOManager(s3=s3, bucket=os.environ["CODER_ASSETS_S3_BUCKET"].strip())
+
+
+def build_parquet_io_manager(storage: str) -> dg.ConfigurableIOManager:
+    """The DataFrame values (snapshots, per-repo sample and signature tables): in the bucket when
+    there is one, so every run can execute in its own pod with nothing shared but Postgres and
+    the bucket; else under the local storage folder."""
+    s3 = build_s3()
+    if s3 is None:
+        return ParquetIOManager(base_path=storage)
+    return S3ParquetIOManager(s3=s3, bucket=os.environ["CODER_ASSETS_S3_BUCKET"].strip())
 
 
 def build_mlflow_tracking() -> MlflowTrackingResource:
@@ -251,7 +262,7 @@ def build_resources() -> dict[str, Any]:
     return {
         "repo_source": build_repo_source(),
         "repo_mirrors": RepoMirrorsResource(path=mirrors),
-        "parquet_io_manager": ParquetIOManager(base_path=storage),
+        "parquet_io_manager": build_parquet_io_manager(storage),
         "json_io_manager": build_json_io_manager(storage),
         "workspace": WorkspaceResource(
             path=path_setting("CODER_ASSETS_WORK_DIR", home, folder=True)

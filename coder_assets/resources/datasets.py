@@ -775,3 +775,78 @@ class S3JsonIOManager(dg.ConfigurableIOManager):
             ) from None
         except BotoCoreError as exc:
             raise self.s3.unavailable(exc, "read", f"s3://{self.bucket}/{key}") from exc
+
+
+class S3ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrame values (repo snapshots, per-repo sample and signature tables) as parquet
+    objects `s3://<bucket>/<prefix>/<asset key>/<partition>.parquet`, attrs included, so the run
+    that builds the dataset reads what runs in other pods wrote: nothing shared but the bucket.
+    Loaded for several partitions it gives `{partition key: frame}` of those stored, as
+    `ParquetIOManager` does."""
+
+    s3: S3CompatibleResource
+    bucket: str = Field(description="Bucket of the asset values (the dataset bucket).")
+    prefix: str = Field(default="dagster-values", description="Key prefix of the asset values.")
+
+    def _key(self, asset_key: dg.AssetKey, partition: str | None) -> str:
+        name = f"{partition or '__unpartitioned__'}.parquet"
+        return "/".join([self.prefix, *asset_key.path, name])
+
+    def _get(self, key: str) -> bytes | None:
+        client = self.s3.get_client()
+        try:
+            response = client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        except BotoCoreError as exc:
+            raise self.s3.unavailable(exc, "read", f"s3://{self.bucket}/{key}") from exc
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        # Imported here: storage.py is the local side and imports nothing of this module.
+        from coder_assets.resources.storage import parquet_bytes
+
+        if not hasattr(obj, "attrs") or not hasattr(obj, "itertuples"):
+            raise TypeError(
+                f"S3ParquetIOManager stores pandas DataFrames; "
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}"
+            )
+        partition = context.partition_key if context.has_partition_key else None
+        key = self._key(context.asset_key, partition)
+        try:
+            self.s3.get_client().put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=parquet_bytes(obj),
+                ContentType="application/vnd.apache.parquet",
+            )
+        except BotoCoreError as exc:
+            raise self.s3.unavailable(exc, "upload to", f"s3://{self.bucket}/{key}") from exc
+        context.add_output_metadata({"uri": dg.MetadataValue.url(f"s3://{self.bucket}/{key}")})
+
+    def stored(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
+        """The last stored frame of an asset (partition), or None."""
+        from coder_assets.resources.storage import frame_from_parquet_bytes
+
+        data = self._get(self._key(asset_key, partition))
+        return None if data is None else frame_from_parquet_bytes(data)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset_key = context.asset_key
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        if len(keys) == 1 and (keys[0] is None or context.has_partition_key):
+            frame = self.stored(asset_key, keys[0])
+            if frame is None:
+                raise dg.Failure(
+                    description=f"{asset_key.to_user_string()} has no stored value at "
+                    f"s3://{self.bucket}/{self._key(asset_key, keys[0])}: materialize it first"
+                )
+            return frame
+        # A fan-in (dataset_splits): a repo whose run failed has no object yet; it is left out
+        # here and the consumer reports which repos it lacks.
+        frames = {}
+        for key in keys:
+            frame = self.stored(asset_key, key)
+            if frame is not None:
+                frames[key] = frame
+        return frames

@@ -101,12 +101,15 @@ class DesiredState:
         return f"{self.state} (set by {self.by} at {self.at})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PausedServer:
-    """What `ModelServerResource.paused` found: whether the server ran, and why it paused."""
+    """What `ModelServerResource.paused` found: whether the server ran, and why it paused;
+    after the block, `down_seconds`: how long the model was not served, from the stop until
+    it answered again (0 when it was not serving and was not to serve)."""
 
     was_running: bool
     reason: str
+    down_seconds: float = 0.0
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -499,15 +502,26 @@ class ModelServerResource(dg.ConfigurableResource):
                 f"{desired.describe()} (a previous holder of waterdeep ended without restoring "
                 f"it): it is started after {reason}"
             )
+        paused = PausedServer(was_running, reason)
+        # Down from here when it serves now, or when it should serve and does not.
+        down_since = time.monotonic() if was_running or desired.serving else None
         try:
             if was_running:
                 log.info(f"stopping the model server at {self.url()} for {reason}")
                 self.stop()
-            yield PausedServer(was_running, reason)
+            yield paused
         finally:
             # Also on KeyboardInterrupt and GeneratorExit: a cancelled training run must not
             # leave waterdeep without its model server.
-            self.restore_desired_state(reason)
+            try:
+                self.restore_desired_state(reason)
+            finally:
+                if down_since is not None:
+                    paused.down_seconds = time.monotonic() - down_since
+                    log.info(
+                        f"the model server at {self.url()} was down {paused.down_seconds:.1f} s "
+                        f"for {reason}"
+                    )
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last `lines` lines the latest managed server start wrote to its log file, without

@@ -21,12 +21,37 @@ from coder_assets.core.repos import partition_key_for
 ATTRS_METADATA_KEY = b"coder_assets.attrs"
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write `frame` (with its attrs) to `path` through a temp file and a rename."""
+def frame_table(frame: pd.DataFrame) -> pa.Table:
+    """`frame` as an arrow table whose schema metadata carries the frame's attrs."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     metadata[ATTRS_METADATA_KEY] = json.dumps(frame.attrs, sort_keys=True, default=str).encode()
-    table = table.replace_schema_metadata(metadata)
+    return table.replace_schema_metadata(metadata)
+
+
+def table_frame(table: pa.Table) -> pd.DataFrame:
+    """The frame of a table written by `frame_table`, attrs restored."""
+    frame = table.to_pandas()
+    raw = (table.schema.metadata or {}).get(ATTRS_METADATA_KEY)
+    frame.attrs = json.loads(raw) if raw else {}
+    return frame
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """`frame` (with its attrs) as the bytes of one parquet file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(frame_table(frame), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def frame_from_parquet_bytes(data: bytes) -> pd.DataFrame:
+    """The frame of parquet bytes written by `parquet_bytes`, attrs included."""
+    return table_frame(pq.read_table(pa.BufferReader(data)))
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write `frame` (with its attrs) to `path` through a temp file and a rename."""
+    table = frame_table(frame)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -40,11 +65,7 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def read_parquet(path: Path) -> pd.DataFrame:
     """Read a frame written by `write_parquet_atomic`, attrs included."""
-    table = pq.read_table(path)
-    frame = table.to_pandas()
-    raw = (table.schema.metadata or {}).get(ATTRS_METADATA_KEY)
-    frame.attrs = json.loads(raw) if raw else {}
-    return frame
+    return table_frame(pq.read_table(path))
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -108,6 +129,10 @@ class WorkspaceResource(dg.ConfigurableResource):
     def adapters_dir(self) -> Path:
         """Trained adapters, one folder per version, never overwritten (on waterdeep)."""
         return Path(self.path).expanduser() / "adapters"
+
+    def eval_cache_dir(self) -> Path:
+        """Evaluation results by content (core.eval_cache), kept across runs (on waterdeep)."""
+        return Path(self.path).expanduser() / "eval-cache"
 
 
 class RepoMirrorsResource(dg.ConfigurableResource):
