@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # The demo and `make dev` share one Dagster instance and one data folder inside the checkout;
-# the demo's gate is production's, and its `make dev` trains automatically on every new dataset
-# version.
+# the demo's gate is production's, and its maintenance window is always open, so with `make dev`
+# running a commit to a sample repo flows through to a new dataset version, training, evaluation
+# and deployment without anyone launching a run (with the demo's short settings for the dev model).
 DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_home \
-  CODER_ASSETS_AUTO_TRAIN=1
+  CODER_ASSETS_MAINTENANCE_WINDOW=always CODER_ASSETS_DEMO_SETTINGS=1
 # Debian packages the tests need: git (with git-http-backend), chromium for the browser test,
 # openssh-server and -client for the waterdeep executor's ssh transport (sshd started by a test),
 # git-lfs for adapter releases (weights as LFS objects).

@@ -29,7 +29,14 @@ WATERDEEP = "waterdeep"
 
 # Run tags.
 COMMIT_SHA_TAG = "coder_assets/commit_sha"
+# Which automation (sensor or schedule) asked for a run; hand launches carry none.
 TRIGGER_TAG = "coder_assets/trigger"
+# What the automation saw: the repos a dataset build follows, the dataset version a training run
+# is for and the untrained older versions it supersedes, a hand launch outside the window.
+CHANGED_REPOS_TAG = "coder_assets/changed_repos"
+DATASET_VERSION_TAG = "coder_assets/dataset_version"
+SUPERSEDED_TAG = "coder_assets/superseded_versions"
+MAINTENANCE_WINDOW_TAG = "coder_assets/maintenance_window"
 
 # Automation defaults (overridable by environment, see README's settings table).
 DEFAULT_SENSOR_INTERVAL_SECONDS = 60

@@ -26,7 +26,9 @@ from coder_assets.jobs import dataset_job, full_pipeline_job, repo_job, train_de
 from coder_assets.resources import build_executor_config, build_resources
 from coder_assets.schedules import weekly_refresh_schedule
 from coder_assets.sensors import (
+    dataset_after_repos_sensor,
     gitea_change_sensor,
+    maintenance_window_notice,
     run_failure_reporter,
     train_on_new_dataset_sensor,
     waterdeep_reclaim_sensor,
@@ -59,7 +61,9 @@ def build_definitions() -> dg.Definitions:
         jobs=[repo_job, dataset_job, train_deploy_job, full_pipeline_job],
         sensors=[
             gitea_change_sensor,
+            dataset_after_repos_sensor,
             train_on_new_dataset_sensor,
+            maintenance_window_notice,
             run_failure_reporter,
             waterdeep_reclaim_sensor,
         ],

@@ -7,9 +7,10 @@ import dagster as dg
 
 from coder_assets.constants import DEFAULT_WEEKLY_CRON, REPO_PARTITIONS_NAME, TRIGGER_TAG
 from coder_assets.jobs import repo_job
+from coder_assets.settings import timezone_setting
 
 WEEKLY_CRON = os.environ.get("CODER_ASSETS_WEEKLY_CRON", DEFAULT_WEEKLY_CRON)
-SCHEDULE_TIMEZONE = os.environ.get("CODER_ASSETS_TIMEZONE", "UTC")
+SCHEDULE_TIMEZONE = timezone_setting("CODER_ASSETS_TIMEZONE")
 
 
 @dg.schedule(
@@ -18,7 +19,10 @@ SCHEDULE_TIMEZONE = os.environ.get("CODER_ASSETS_TIMEZONE", "UTC")
     execution_timezone=SCHEDULE_TIMEZONE,
     job=repo_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Runs repo_job for every repository partition (default: Sundays 03:00).",
+    description=(
+        "Runs repo_job for every repository partition (default: Sundays 03:00); "
+        "dataset_after_repos_sensor builds the dataset once when they have all finished."
+    ),
 )
 def weekly_refresh_schedule(
     context: dg.ScheduleEvaluationContext,

@@ -1,28 +1,40 @@
 """Sensors: gitea_change_sensor keeps the `repos` partitions in step with the source and snapshots
-only the repositories whose default branch moved; train_on_new_dataset_sensor trains on every new
-dataset version (when enabled); run_failure_reporter reports failed runs."""
+only the repositories whose default branch moved; dataset_after_repos_sensor builds the dataset
+once when a batch of repo runs has settled; train_on_new_dataset_sensor trains the newest dataset
+version inside the maintenance window, and maintenance_window_notice marks hand launches outside
+it; run_failure_reporter reports failed runs."""
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus
 
 from coder_assets.constants import (
+    CHANGED_REPOS_TAG,
     COMMIT_SHA_TAG,
+    DATASET_VERSION_TAG,
     DEFAULT_SENSOR_INTERVAL_SECONDS,
+    MAINTENANCE_WINDOW_TAG,
     REPO_PARTITIONS_NAME,
+    SUPERSEDED_TAG,
     TRIGGER_TAG,
 )
 from coder_assets.core.changes import SensorCursor, plan_changes
-from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.errors import CoderAssetsError, SettingError
 from coder_assets.core.notify import failure_report
 from coder_assets.core.repos import partition_key_for
-from coder_assets.jobs import repo_job, train_deploy_job
+from coder_assets.core.window import MaintenanceWindow
+from coder_assets.jobs import dataset_job, full_pipeline_job, repo_job, train_deploy_job
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.notify import FailureNotifierResource
 from coder_assets.resources.repos import RepoSourceResource
-from coder_assets.settings import int_setting
+from coder_assets.settings import flag_setting, int_setting, timezone_setting, window_setting
 
 SENSOR_INTERVAL_SECONDS = int_setting(
     "CODER_ASSETS_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS
@@ -157,48 +169,335 @@ def run_failure_reporter(
     failure_notifier.send(report)
 
 
-# Off unless CODER_ASSETS_AUTO_TRAIN=1 (the demo's `make dev` sets it): training occupies waterdeep
-# for hours in production, so a person turns it on deliberately (here or in the UI).
-AUTO_TRAIN = os.environ.get("CODER_ASSETS_AUTO_TRAIN", "") == "1"
+# Runs that still hold their trigger's batch open: asked for, waiting, or executing.
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
-@dg.asset_sensor(
-    name="train_on_new_dataset_sensor",
-    asset_key=dg.AssetKey("training_dataset"),
-    job=train_deploy_job,
+def _in_flight(instance: dg.DagsterInstance, *job_names: str) -> list[dg.DagsterRun]:
+    runs: list[dg.DagsterRun] = []
+    for job_name in job_names:
+        runs.extend(instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT)))
+    return runs
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else 0
+
+
+# `make dev` runs the demo's embedded default (the tiny dev model): the runs the automation asks for
+# there use the demo's short settings, as `make demo` does, instead of production's defaults.
+DEMO_SETTINGS = flag_setting("CODER_ASSETS_DEMO_SETTINGS", False)
+
+
+def automation_run_config(job_name: str, demo: bool) -> dict:
+    """Run config of the runs that the automation requests for `job_name`: production's defaults
+    (empty), or with `demo` the demo's dataset, training and evaluation settings."""
+    if not demo:
+        return {}
+    from coder_assets.demo.run import DEMO_DATASET_CONFIG, DEMO_EVAL_CONFIG, DEMO_TRAINING_CONFIG
+
+    if job_name == dataset_job.name:
+        return {"ops": {"dataset_splits": {"config": DEMO_DATASET_CONFIG}}}
+    return {
+        "ops": {
+            "lora_adapter": {"config": DEMO_TRAINING_CONFIG},
+            "eval_scores": {"config": DEMO_EVAL_CONFIG},
+        }
+    }
+
+
+def _listed(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
+
+
+@dg.sensor(
+    name="dataset_after_repos_sensor",
+    job=dataset_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=(
-        dg.DefaultSensorStatus.RUNNING if AUTO_TRAIN else dg.DefaultSensorStatus.STOPPED
-    ),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Requests train_deploy_job once for every new dataset version that training_dataset "
-        "publishes (run key: the version), unless an adapter was already trained on it. Runs by "
-        "default only with CODER_ASSETS_AUTO_TRAIN=1."
+        "Builds the dataset once after the repos change: when repo partitions have new samples "
+        "(sample_signatures materialized since the last dataset_splits) or were removed, it waits "
+        "until no repo_job run is queued or in progress, then requests one dataset_job for the "
+        "whole batch (a push, the weekly refresh, a backfill). An unchanged dataset version "
+        "publishes nothing new: versions are content-addressed."
     ),
 )
-def train_on_new_dataset_sensor(
-    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-) -> dg.RunRequest | dg.SkipReason:
-    materialization = asset_event.asset_materialization
-    value = materialization.metadata.get("version") if materialization else None
-    version = str(value.value) if value is not None else ""
-    if not version:
-        return dg.SkipReason("The latest training_dataset materialization names no version.")
-    trained = context.instance.get_latest_materialization_event(dg.AssetKey("lora_adapter"))
-    trained_on = (
-        trained.asset_materialization.metadata.get("dataset_version")
-        if trained is not None and trained.asset_materialization is not None
-        else None
-    )
-    if trained_on is not None and str(trained_on.value) == version:
-        return dg.SkipReason(
-            f"Dataset version {version[:12]} already has an adapter (lora_adapter's latest "
-            "materialization was trained on it)."
+def dataset_after_repos_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    instance = context.instance
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    partitions = sorted(instance.get_dynamic_partitions(REPO_PARTITIONS_NAME))
+    built = _latest_storage_id(instance, "dataset_splits")
+    new = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sample_signatures"), after_storage_id=built),
+        limit=10_000,
+    ).records
+    changed = sorted({r.partition_key for r in new if r.partition_key in partitions})
+    # The first tick only learns the partitions; later ticks see the ones that went away.
+    removed = sorted(set(cursor.get("repos", partitions)) - set(partitions))
+
+    def skip(reason: str, repos: list[str] | None = None) -> dg.SensorResult:
+        kept = {**cursor, "repos": cursor.get("repos", partitions) if repos is None else repos}
+        return dg.SensorResult(skip_reason=reason, cursor=json.dumps(kept, sort_keys=True))
+
+    if not changed and not removed:
+        return skip(
+            "No repo partition has new samples since the last dataset build and none was "
+            "removed; the dataset is up to date.",
+            partitions,
         )
-    return dg.RunRequest(
-        run_key=f"dataset-{version}",
-        tags={TRIGGER_TAG: f"new dataset version {version[:12]}"},
+    what = f"{len(changed)} changed repo(s) ({_listed(changed)})" if changed else ""
+    if removed:
+        what += (" and " if what else "") + f"{len(removed)} removed ({_listed(removed)})"
+    running = _in_flight(instance, repo_job.name)
+    if running:
+        keys = sorted({r.tags.get("dagster/partition", r.run_id[:8]) for r in running})
+        return skip(
+            f"Waiting for {len(running)} repo_job run(s) still queued or in progress "
+            f"({_listed(keys)}) so that one dataset build covers the whole batch; then the "
+            f"dataset is built for {what}."
+        )
+    # A backfill (`make backfill`, the UI's "Materialize all") submits its runs a few at a time:
+    # between two submissions no run may be in flight although the batch is not done.
+    backfills = instance.get_backfills(status=BulkActionStatus.REQUESTED)
+    if backfills:
+        return skip(
+            f"Waiting for backfill {backfills[0].backfill_id}, which is still submitting runs, "
+            f"so that one dataset build covers it; then the dataset is built for {what}."
+        )
+    building = _in_flight(instance, dataset_job.name, full_pipeline_job.name)
+    if building:
+        return skip(
+            f"{building[0].job_name} run {building[0].run_id[:8]} is building the dataset "
+            f"already; {what} are looked at again when it has finished."
+        )
+    digest = hashlib.sha256(",".join(removed).encode()).hexdigest()[:12]
+    run_key = f"dataset:{new[0].storage_id if new else built}:{digest}"
+    if cursor.get("requested") == run_key:
+        return skip(
+            f"dataset_job was already requested for {what} (run key {run_key}) and produced no "
+            "new dataset_splits: it failed or was cancelled. Launch dataset_job by hand once the "
+            "cause is fixed, or the next repo change requests it again."
+        )
+    context.log.info(f"Requesting one dataset build for {what}.")
+    request = dg.RunRequest(
+        run_key=run_key,
+        run_config=automation_run_config(dataset_job.name, DEMO_SETTINGS),
+        tags={
+            TRIGGER_TAG: "dataset_after_repos_sensor",
+            CHANGED_REPOS_TAG: _listed(changed + [f"-{key}" for key in removed]),
+        },
     )
+    return dg.SensorResult(
+        run_requests=[request],
+        cursor=json.dumps({"repos": partitions, "requested": run_key}, sort_keys=True),
+    )
+
+
+def _published_versions(instance: dg.DagsterInstance, limit: int = 200) -> list[str]:
+    """Dataset versions training_dataset published, newest first, each once."""
+    versions: list[str] = []
+    records = instance.fetch_materializations(dg.AssetKey("training_dataset"), limit=limit).records
+    for record in records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("version") if materialization else None
+        if value is not None and str(value.value) and str(value.value) not in versions:
+            versions.append(str(value.value))
+    return versions
+
+
+def _trained_versions(instance: dg.DagsterInstance, limit: int = 200) -> set[str]:
+    """Dataset versions that an adapter was trained on (lora_adapter's materializations)."""
+    trained: set[str] = set()
+    for record in instance.fetch_materializations(dg.AssetKey("lora_adapter"), limit=limit).records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("dataset_version") if materialization else None
+        if value is not None:
+            trained.add(str(value.value))
+    return trained
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _local(window: MaintenanceWindow, moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo(window.timezone)).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+def build_train_sensor(
+    window: MaintenanceWindow | None,
+    auto_train: bool,
+    now: Callable[[], datetime] = _utc_now,
+    run_config: dict | None = None,
+) -> dg.SensorDefinition:
+    """train_on_new_dataset_sensor for `window` (None: no window, nothing trains by itself),
+    running by default when `auto_train`; `now` is the clock (tests pass their own);
+    `run_config` goes with every run it requests."""
+
+    @dg.sensor(
+        name="train_on_new_dataset_sensor",
+        job=train_deploy_job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if auto_train else dg.DefaultSensorStatus.STOPPED
+        ),
+        description=(
+            "Inside the maintenance window (CODER_ASSETS_MAINTENANCE_WINDOW, "
+            f"now: {window.describe() if window else 'not set'}), requests train_deploy_job "
+            "for the newest dataset version without an adapter; older untrained versions are "
+            "superseded by it. At most one run per window (with 'always': one per version). "
+            "Runs by default when a window is set; CODER_ASSETS_AUTO_TRAIN=0 turns it off."
+        ),
+    )
+    def train_on_new_dataset_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+
+        def skip(reason: str) -> dg.SensorResult:
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(cursor, sort_keys=True))
+
+        if window is None:
+            return skip(
+                "No maintenance window is set (CODER_ASSETS_MAINTENANCE_WINDOW), so nothing "
+                "trains automatically; set one such as 'Sun 01:00-07:00' (or 'always'), or "
+                "launch train_deploy_job by hand."
+            )
+        versions = _published_versions(context.instance)
+        if not versions:
+            return skip("No dataset version is published yet (training_dataset is missing).")
+        trained = _trained_versions(context.instance)
+        newest = versions[0]
+        if newest in trained:
+            return skip(f"The newest dataset version {newest[:12]} already has an adapter.")
+        superseded: list[str] = []
+        for version in versions[1:]:
+            if version in trained:
+                break
+            superseded.append(version)
+        running = _in_flight(context.instance, train_deploy_job.name, full_pipeline_job.name)
+        if running:
+            return skip(
+                f"{running[0].job_name} run {running[0].run_id[:8]} is still queued or running "
+                f"on waterdeep; dataset version {newest[:12]} waits for it to finish."
+            )
+        moment = now()
+        opened = window.opened_at(moment)
+        if opened is None:
+            opening = window.next_opening(moment)
+            assert opening is not None
+            waiting = f" ({len(superseded) + 1} versions waiting; the newest is trained)"
+            return skip(
+                f"Dataset version {newest[:12]} has no adapter yet; it waits for the maintenance "
+                f"window {window.describe()}, which opens {_local(window, opening)}"
+                + (waiting if superseded else "")
+                + "."
+            )
+        if window.always:
+            run_key = f"train:{newest}"
+        else:
+            run_key = f"train:{newest}:{opened.isoformat()}"
+            if cursor.get("window") == opened.isoformat():
+                opening = window.next_opening(moment)
+                assert opening is not None
+                return skip(
+                    "train_deploy_job already ran once in this maintenance window (opened "
+                    f"{_local(window, opened)}); dataset version {newest[:12]} is trained in "
+                    f"the next one, from {_local(window, opening)}."
+                )
+        if cursor.get("requested") == run_key:
+            return skip(
+                f"train_deploy_job was already requested for dataset version {newest[:12]} "
+                f"(run key {run_key}) and left no adapter: it failed or was cancelled. Launch "
+                "train_deploy_job by hand once the cause is fixed."
+            )
+        if superseded:
+            context.log.info(
+                f"Training dataset version {newest[:12]}; it supersedes the untrained older "
+                f"version(s) {_listed([v[:12] for v in superseded])}, which are not trained."
+            )
+        tags = {TRIGGER_TAG: "train_on_new_dataset_sensor", DATASET_VERSION_TAG: newest}
+        if superseded:
+            tags[SUPERSEDED_TAG] = _listed([v[:12] for v in superseded])
+        cursor.update({"requested": run_key, "window": opened.isoformat()})
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=run_key, run_config=run_config or {}, tags=tags)],
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
+
+    return train_on_new_dataset_sensor
+
+
+def build_window_notice_sensor(
+    window: MaintenanceWindow | None, now: Callable[[], datetime] = _utc_now
+) -> dg.SensorDefinition:
+    """maintenance_window_notice for `window`: says so in the run when train_deploy_job is
+    launched by hand outside the window (it proceeds)."""
+
+    @dg.run_status_sensor(
+        name="maintenance_window_notice",
+        run_status=dg.DagsterRunStatus.STARTED,
+        monitored_jobs=[train_deploy_job, full_pipeline_job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "When train_deploy_job (or full_pipeline_job) starts outside the maintenance window, "
+            "launched by hand, writes that into the run's log and tags the run; the run goes on."
+        ),
+    )
+    def maintenance_window_notice(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
+        run = context.dagster_run
+        if window is None:
+            return dg.SkipReason("No maintenance window is set; every launch is fine.")
+        if run.tags.get(TRIGGER_TAG) == "train_on_new_dataset_sensor":
+            return dg.SkipReason(f"Run {run.run_id[:8]} was started by the window's own sensor.")
+        record = context.instance.get_run_record_by_id(run.run_id)
+        started = (
+            datetime.fromtimestamp(record.start_time, UTC)
+            if record is not None and record.start_time
+            else now()
+        )
+        if window.opened_at(started) is not None:
+            return dg.SkipReason(f"Run {run.run_id[:8]} started inside the maintenance window.")
+        opening = window.next_opening(started)
+        message = (
+            f"{run.job_name} started at {_local(window, started)}, outside the maintenance "
+            f"window {window.describe()}, launched by hand: it proceeds, and waterdeep's model "
+            "server is down while it trains and evaluates"
+            + (f" (the window opens next {_local(window, opening)})" if opening else "")
+            + "."
+        )
+        context.instance.report_engine_event(message, run)
+        context.instance.add_run_tags(run.run_id, {MAINTENANCE_WINDOW_TAG: "outside"})
+        context.log.warning(message)
+        return None
+
+    return maintenance_window_notice
+
+
+TIMEZONE = timezone_setting("CODER_ASSETS_TIMEZONE")
+MAINTENANCE_WINDOW = window_setting("CODER_ASSETS_MAINTENANCE_WINDOW", TIMEZONE)
+# Training stops waterdeep's model server for hours, so it follows new dataset versions by itself
+# only inside a window: on by default once one is set, CODER_ASSETS_AUTO_TRAIN=0 turns it off.
+AUTO_TRAIN = flag_setting("CODER_ASSETS_AUTO_TRAIN", MAINTENANCE_WINDOW is not None)
+if AUTO_TRAIN and MAINTENANCE_WINDOW is None:
+    raise SettingError(
+        "CODER_ASSETS_AUTO_TRAIN is on but CODER_ASSETS_MAINTENANCE_WINDOW is not set: automatic "
+        "training needs a window, e.g. CODER_ASSETS_MAINTENANCE_WINDOW='Sun 01:00-07:00' (or "
+        "'always'); set one, or unset CODER_ASSETS_AUTO_TRAIN"
+    )
+train_on_new_dataset_sensor = build_train_sensor(
+    MAINTENANCE_WINDOW,
+    AUTO_TRAIN,
+    run_config=automation_run_config(train_deploy_job.name, DEMO_SETTINGS),
+)
+maintenance_window_notice = build_window_notice_sensor(MAINTENANCE_WINDOW)
 
 
 @dg.sensor(

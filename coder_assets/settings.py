@@ -1,13 +1,20 @@
-"""The one place where number and path settings are read from the environment. A bad value fails
-the code location's load with a message that names the variable, the value and what is expected,
-instead of a bare `invalid literal for int()`."""
+"""The one place where number, path, flag, time zone and maintenance window settings are read from
+the environment. A bad value fails the code location's load with a message that names the
+variable, the value and what is expected, instead of a bare `invalid literal for int()`."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from coder_assets.core.errors import SettingError
+from coder_assets.core.window import (
+    WINDOW_FORM,
+    MaintenanceWindow,
+    WindowFormatError,
+    parse_window,
+)
 
 
 def _raw(name: str) -> str:
@@ -79,3 +86,47 @@ def path_setting(name: str, default: str | Path = "", *, folder: bool = False) -
     if folder and path.exists() and not path.is_dir():
         raise SettingError(f"{name} must name a folder, got {raw!r}, which is a file")
     return str(path)
+
+
+def flag_setting(name: str, default: bool) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (any case), `default` when unset."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(
+        f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {raw!r}; fix it or unset it "
+        f"to use the default ({'on' if default else 'off'})"
+    )
+
+
+def timezone_setting(name: str, default: str = "UTC") -> str:
+    """An IANA time zone name such as `Europe/Berlin`, or `default` when unset."""
+    raw = _raw(name)
+    if not raw:
+        return default
+    try:
+        ZoneInfo(raw)
+    except (ValueError, KeyError):
+        raise SettingError(
+            f"{name} must be an IANA time zone name such as 'Europe/Berlin' or 'UTC', got "
+            f"{raw!r}; fix it or unset it to use {default}"
+        ) from None
+    return raw
+
+
+def window_setting(name: str, timezone: str = "UTC") -> MaintenanceWindow | None:
+    """A maintenance window (coder_assets.core.window) in `timezone`, or None when unset."""
+    raw = _raw(name)
+    if not raw:
+        return None
+    try:
+        return parse_window(raw, timezone)
+    except WindowFormatError as exc:
+        raise SettingError(
+            f"{name} must be {WINDOW_FORM}; got {raw!r}: {exc}. Fix it, or unset it for no "
+            "window (then nothing trains automatically)"
+        ) from None

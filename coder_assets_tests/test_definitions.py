@@ -38,6 +38,66 @@ def test_workspace_target_loads_and_validates():
     assert dg.AssetKey("repo_snapshots") in assets
 
 
+def test_the_automation_sensors_follow_repos_to_the_dataset_and_the_dataset_to_training():
+    defs = _workspace_defs()
+
+    assert defs.resolve_sensor_def("dataset_after_repos_sensor").job_name == "dataset_job"
+    assert defs.resolve_sensor_def("train_on_new_dataset_sensor").job_name == "train_deploy_job"
+    assert defs.resolve_sensor_def("maintenance_window_notice") is not None
+
+
+def test_make_dev_has_an_always_open_window_and_trains_by_itself(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    makefile = (ROOT / "Makefile").read_text()
+    demo_env = re.search(r"^DEMO_ENV := (.*?)(?<!\\)$", makefile, re.M | re.S)
+    assert demo_env is not None
+    settings = dict(
+        pair.split("=", 1)
+        for pair in demo_env.group(1).replace("\\\n", " ").split()
+        if pair.startswith("CODER_ASSETS_") and "$(" not in pair
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODER_ASSETS_")}
+    probe = (
+        "from coder_assets.definitions import defs; "
+        "s = defs.resolve_sensor_def('train_on_new_dataset_sensor'); "
+        "import coder_assets.sensors as m; "
+        "print(s.default_status.value, m.DEMO_SETTINGS, '|', s.description)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, **settings, "CODER_ASSETS_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert settings == {
+        "CODER_ASSETS_MAINTENANCE_WINDOW": "always",
+        "CODER_ASSETS_DEMO_SETTINGS": "1",
+    }
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.startswith("RUNNING True |") and "now: always open" in loaded.stdout
+
+
+@pytest.mark.parametrize("job_name", ["dataset_job", "train_deploy_job"])
+def test_the_automation_run_config_of_the_demo_is_valid_for_its_job(job_name):
+    from coder_assets.demo.run import DEMO_TRAINING_CONFIG
+    from coder_assets.sensors import automation_run_config
+
+    job = _workspace_defs().resolve_job_def(job_name)
+    demo = automation_run_config(job_name, demo=True)
+
+    assert dg.validate_run_config(job, demo)
+    assert automation_run_config(job_name, demo=False) == {}
+    if job_name == "train_deploy_job":
+        # The dev model has 4 layers; production's default (16) fails lora_adapter on it.
+        assert demo["ops"]["lora_adapter"]["config"] == DEMO_TRAINING_CONFIG
+
+
 def test_every_asset_has_a_description_group_kinds_owner_and_code_version():
     for spec in _workspace_defs().resolve_all_asset_specs():
         assert spec.description, spec.key
