@@ -342,7 +342,10 @@ def main(until: str = "training") -> int:
         "Try the sensor: with `make dev` running, commit to a sample repo, e.g.",
         f"  git -C {repos_dir()}/homelab-adrs -c user.name=me -c user.email=me@homelab.example \\",
         "      commit --allow-empty -m 'Record review date'",
-        "  and watch gitea_change_sensor request one run (Automation > Sensors).",
+        "  and watch gitea_change_sensor request one run (Automation > Sensors). A commit that",
+        "  adds code also gives one dataset build and, in the demo's always-open maintenance",
+        "  window, training, evaluation and deployment (README: Watch the whole pipeline follow",
+        "  the push).",
     ]
     print("\n".join(lines))  # noqa: T201 - the demo's report is for the person who ran it
     return 0 if all(r.success for r in results) else 1
