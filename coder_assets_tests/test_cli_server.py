@@ -160,7 +160,7 @@ def test_a_wildcard_host_is_warned_about_on_stderr(
     monkeypatch.setenv("CODER_ASSETS_SERVER_HOST", host)
     code, out, err = run_cli(capsys, "plist")
     assert code == 0 and plistlib.loads(out.encode("utf-8"))
-    assert "every interface" in err and "no authentication" in err
+    assert "every interface" in err and "API key" in err
 
 
 def test_install_dry_run_prints_path_plist_and_commands_and_changes_nothing(

@@ -346,7 +346,14 @@ class ServerGenerator:
     """
 
     def __init__(
-        self, base_url: str, model: str, adapter: str | None = None, timeout: float = 300.0
+        self,
+        base_url: str,
+        model: str,
+        adapter: str | None = None,
+        timeout: float = 300.0,
+        *,
+        api_key: str | None = None,
+        verify: bool | str = True,
     ) -> None:
         if model == DEFAULT_MODEL and adapter is not None:
             raise GenerationError(
@@ -361,6 +368,10 @@ class ServerGenerator:
         self.adapter = adapter
         self.timeout = timeout
         self._session = requests.Session()
+        # The model server's proxy wants a key; `verify` may name the CA bundle of its TLS cert.
+        self._session.verify = verify
+        if api_key:
+            self._session.headers["Authorization"] = f"Bearer {api_key}"
 
     def complete(self, prompt: str, max_tokens: int, stop: Sequence[str] = FIM_STOP) -> str:
         """The greedy continuation of the raw `prompt` (`POST /v1/completions`), ending before
