@@ -56,7 +56,12 @@ def _add_server_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     actions = server.add_subparsers(dest="action", required=True)
-    actions.add_parser("plist", help="print the launchd agent's plist for the current settings")
+    plist = actions.add_parser(
+        "plist", help="print the launchd agent's plist for the current settings"
+    )
+    plist.add_argument(
+        "--proxy", action="store_true", help="the plist of the proxy's agent (Caddy) instead"
+    )
     install = actions.add_parser(
         "install",
         help="write the launchd agent's plist to ~/Library/LaunchAgents and start it (macOS)",
@@ -144,7 +149,7 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
     if action in ("plist", "install", "start", "restart"):
         _warn_binding(server)
     if action == "plist":
-        print(server.render_plist(), end="")
+        print(server.render_proxy_plist() if args.proxy else server.render_plist(), end="")
         return 0
     if action == "keys":
         return _keys(server, args)
@@ -268,6 +273,12 @@ def _install(server: ModelServerResource, *, dry_run: bool, wait: bool) -> int:
         state = "would be written" if changed else "is up to date"
         print(f"# {path} {state}:")
         print(text, end="")
+        proxy_path, proxy_text = server.proxy_plist_path(), server.render_proxy_plist()
+        proxy_state = (
+            "would be written" if plist_differs(proxy_path, proxy_text) else "is up to date"
+        )
+        print(f"# {proxy_path} {proxy_state}:")
+        print(proxy_text, end="")
         assumed = "" if _on_macos() else " (on macOS, with the agent not loaded yet)"
         print(f"# launchctl commands{assumed}:")
         for command in server.install_commands(loaded=loaded, changed=changed):
