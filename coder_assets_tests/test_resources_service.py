@@ -71,7 +71,12 @@ def running(server: ModelServerResource) -> ModelServerResource:
 
 
 def served_models(server: ModelServerResource) -> list[str]:
-    response = requests.get(f"{server.url()}/v1/models", timeout=5)
+    """The models served, asked through the proxy with the pipeline's key."""
+    response = requests.get(
+        f"{server.url()}/v1/models",
+        headers={"Authorization": f"Bearer {server.pipeline_key()}"},
+        timeout=5,
+    )
     response.raise_for_status()
     return [model["id"] for model in response.json()["data"]]
 
@@ -230,7 +235,9 @@ def test_adapter_path_is_passed_only_when_the_link_exists(dev_model: Path, tmp_p
     command = resource.server_command()
     assert command[command.index("--adapter-path") + 1] == str(version.resolve())
     assert command[1:3] == ["-m", "mlx_lm"] and command[3] == "server"
-    assert command[command.index("--port") + 1] == str(resource.port)
+    # The model on loopback, on its own port; resource.port is the proxy's.
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == str(resource.port + 1)
 
     shutil.rmtree(version)  # a dangling link is no adapter
     assert "--adapter-path" not in resource.server_command()
@@ -283,35 +290,55 @@ def test_launchctl_unknown_action_is_refused() -> None:
 
 
 class FakeLaunchctl:
-    """Answers launchctl commands like a Mac would, recording them; never runs anything."""
+    """Answers launchctl commands like a Mac would, recording them; never runs anything. The
+    model's agent and the proxy's are loaded or not each on their own (both `loaded` at first)."""
 
     def __init__(self, loaded: bool) -> None:
-        self.loaded = loaded
+        self.default = loaded
+        self.services: dict[str, bool] = {}
         self.calls: list[list[str]] = []
 
     def run(self, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Stands in for the bound `ModelServerResource._run` (a bound method is not rebound)."""
         self.calls.append(command)
-        if command[1] == "print" and not self.loaded:
+        label = Path(command[-1]).stem if command[1] == "bootstrap" else command[-1].split("/")[-1]
+        if command[1] == "print" and not self.services.get(label, self.default):
             return subprocess.CompletedProcess(command, 113, "", "Could not find service")
         if command[1] == "print":
             out = f"gui/501/{LABEL} = {{\n\tactive count = 1\n\tstate = running\n\tpid = 4242\n"
             out += "\tendpoints = {\n\t\tpid = 1\n\t}\n}\n"
             return subprocess.CompletedProcess(command, 0, out, "")
-        self.loaded = command[1] != "bootout"
+        self.services[label] = command[1] != "bootout"
         return subprocess.CompletedProcess(command, 0, "", "")
+
+
+_BOTH_STATUS = ["print", "print proxy"]
 
 
 @pytest.mark.parametrize(
     ("loaded", "method", "expected"),
     [
-        (False, "start", ["print", "bootstrap", "kickstart", "print"]),
-        (True, "start", ["print", "kickstart", "print"]),
-        (True, "stop", ["print", "bootout"]),
-        (False, "stop", ["print"]),
-        (True, "status", ["print"]),
-        (False, "restart", ["print", "bootstrap", "kickstart -k", "print"]),
-        (True, "restart", ["print", "kickstart -k", "print"]),
+        (
+            False,
+            "start",
+            ["print", "bootstrap", "kickstart", "print proxy", "bootstrap proxy"]
+            + ["kickstart proxy", *_BOTH_STATUS],
+        ),
+        (True, "start", ["print", "kickstart", "print proxy", "kickstart proxy", *_BOTH_STATUS]),
+        (True, "stop", ["print", "bootout", "print proxy", "bootout proxy"]),
+        (False, "stop", ["print", "print proxy"]),
+        (True, "status", _BOTH_STATUS),
+        (
+            False,
+            "restart",
+            ["print", "bootstrap", "kickstart -k", "print proxy", "bootstrap proxy"]
+            + ["kickstart -k proxy", *_BOTH_STATUS],
+        ),
+        (
+            True,
+            "restart",
+            ["print", "kickstart -k", "print proxy", "kickstart -k proxy", *_BOTH_STATUS],
+        ),
     ],
 )
 def test_launchd_kind_drives_launchctl(
@@ -330,6 +357,7 @@ def test_launchd_kind_drives_launchctl(
     # The subcommand, with kickstart's -k: the targets are checked in test_launchctl_command_lines.
     verbs = [
         " ".join(part for part in call[1:] if not part.startswith(("gui/", "/")))
+        + (" proxy" if call[-1].endswith((".proxy", ".proxy.plist")) else "")
         for call in fake.calls
     ]
     assert verbs == expected
