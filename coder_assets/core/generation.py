@@ -368,8 +368,9 @@ class ServerGenerator:
         self.adapter = adapter
         self.timeout = timeout
         self._session = requests.Session()
-        # The model server's proxy wants a key; `verify` may name the CA bundle of its TLS cert.
-        self._session.verify = verify
+        # The model server's proxy wants a key; `verify` may name the CA bundle of its TLS cert
+        # (passed with each request: REQUESTS_CA_BUNDLE would override a session's `verify`).
+        self.verify = verify
         if api_key:
             self._session.headers["Authorization"] = f"Bearer {api_key}"
 
@@ -436,7 +437,7 @@ class ServerGenerator:
         if self.adapter is not None:
             body["adapters"] = self.adapter
         try:
-            response = self._session.post(url, json=body, timeout=self.timeout)
+            response = self._session.post(url, json=body, timeout=self.timeout, verify=self.verify)
         except requests.Timeout as exc:
             raise ServerRequestError(
                 f"POST {url} got no answer within {self.timeout:g} s: the server is busy, or "
