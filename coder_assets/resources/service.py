@@ -448,9 +448,10 @@ class ModelServerResource(dg.ConfigurableResource):
         return DesiredState(state, by, at)
 
     def restore_desired_state(self, reason: str) -> None:
-        """Bring the server to its desired state: start it (and wait until it serves) when it
-        should serve and does not; a server that should be stopped is left as it is."""
-        if not self.desired_state().serving or self.status().running:
+        """Bring the server to its desired state: start it and its proxy (and wait until they
+        serve) when it should serve and either does not run; a server that should be stopped is
+        left as it is."""
+        if not self.desired_state().serving or (self.status().running and self.proxy_running()):
             return
         dg.get_dagster_logger().info(
             f"starting the model server at {self.url()} after {reason}: its desired state is "
