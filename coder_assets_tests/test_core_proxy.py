@@ -21,6 +21,7 @@ from coder_assets.core.proxy import (
     new_key,
     parse_access_line,
     read_keys,
+    redact,
     revoke_key,
     write_config,
     write_keys,
@@ -95,6 +96,23 @@ def test_duplicate_and_unknown_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(KeysFileError, match="not allowed"):
         add_key(path, "two words")
     assert ensure_key(path, "alice") == read_keys(path)[0]
+
+
+def test_the_same_key_under_two_names_is_refused_without_showing_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    key = new_key()
+    path.write_text(f"alice {key}\nbob {key}\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(KeysFileError, match="same key twice \\(line 2\\)") as caught:
+        read_keys(path)
+    assert key not in str(caught.value)
+
+
+def test_redact_replaces_keys_by_their_names() -> None:
+    alice = ApiKey("alice", new_key())
+    assert redact(f"duplicate input 'Bearer {alice.key}'", [alice]) == (
+        "duplicate input 'Bearer <key alice>'"
+    )
 
 
 def test_config_maps_each_key_to_its_name_and_refuses_the_rest(tmp_path: Path) -> None:

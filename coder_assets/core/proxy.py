@@ -116,6 +116,11 @@ def read_keys(path: Path) -> list[ApiKey]:
                 f"the API keys file {path} names {parts[0]!r} twice (line {number}): remove "
                 "one of the two lines"
             )
+        if any(k.key == parts[1] for k in keys):
+            raise KeysFileError(
+                f"the API keys file {path} holds the same key twice (line {number}): give each "
+                "name a key of its own (revoke it and add it again)"
+            )
         seen.add(parts[0])
         keys.append(ApiKey(parts[0], parts[1]))
     return keys
@@ -349,6 +354,13 @@ def caddy_reload_command(caddy: str, config_path: str, admin_socket: str) -> lis
         "--address",
         f"unix/{admin_socket}",
     ]
+
+
+def redact(text: str, keys: list[ApiKey]) -> str:
+    """`text` with every key replaced by its name, for messages that quote another program."""
+    for key in keys:
+        text = text.replace(key.key, f"<key {key.name}>")
+    return text
 
 
 def parse_access_line(line: str) -> dict[str, Any] | None:

@@ -63,6 +63,7 @@ from coder_assets.core.proxy import (
     caddy_run_command,
     ensure_key,
     read_keys,
+    redact,
     write_config,
 )
 from coder_assets.step_worker import default_termination_signals
@@ -317,11 +318,12 @@ class ModelServerResource(dg.ConfigurableResource):
         )
         proc = self._run(command)
         if proc.returncode != 0:
-            # Caddy's answer names the config problem; it never echoes the keys.
+            # Caddy's answer names the config problem; any key it quotes is replaced by its name.
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            message = redact(detail[0], read_keys(self.keys_path()))[:300]
             raise ModelServerError(
-                f"Caddy did not reload {self.proxy_config_path()}: {detail[0][:300]}; the "
-                f"previous keys stay in force. See {self.proxy_log()}"
+                f"Caddy did not reload {self.proxy_config_path()}: {message}; the previous keys "
+                f"stay in force. See {self.proxy_log()}"
             )
         return True
 
