@@ -50,6 +50,7 @@ def make_server(model: Path, state_dir: Path, **fields) -> ModelServerResource:
         model_path=str(model),
         state_dir=str(state_dir),
         port=free_port(),
+        model_port=fields.pop("model_port", free_port()),
         ready_timeout_seconds=60,
         **fields,
     )
@@ -218,10 +219,12 @@ def test_start_refuses_a_port_already_in_use(server: ModelServerResource) -> Non
     assert not server.pid_file().exists()
 
 
-def test_start_refuses_a_model_path_without_config(tmp_path: Path) -> None:
+def test_start_refuses_a_model_path_without_config_and_leaves_no_proxy(tmp_path: Path) -> None:
     resource = make_server(tmp_path / "no-model", tmp_path / "state")
     with pytest.raises(ModelServerError, match="no config.json"):
         resource.start()
+    assert not resource.proxy_running() and not resource.proxy_pid_file().exists()
+    assert not port_in_use("127.0.0.1", resource.port)
 
 
 def test_adapter_path_is_passed_only_when_the_link_exists(dev_model: Path, tmp_path: Path) -> None:
@@ -237,7 +240,7 @@ def test_adapter_path_is_passed_only_when_the_link_exists(dev_model: Path, tmp_p
     assert command[1:3] == ["-m", "mlx_lm"] and command[3] == "server"
     # The model on loopback, on its own port; resource.port is the proxy's.
     assert command[command.index("--host") + 1] == "127.0.0.1"
-    assert command[command.index("--port") + 1] == str(resource.port + 1)
+    assert command[command.index("--port") + 1] == str(resource.model_port)
 
     shutil.rmtree(version)  # a dangling link is no adapter
     assert "--adapter-path" not in resource.server_command()

@@ -610,7 +610,17 @@ class ModelServerResource(dg.ConfigurableResource):
                 loaded = self._launchd_loaded(args)
                 self._run_all(launchctl_commands("start", *args, loaded=loaded))
             return self.status()
+        proxy_was_running = self.proxy_running()
         self.start_proxy()
+        try:
+            return self._start_model()
+        except BaseException:
+            # A model that cannot start leaves no proxy behind that this call started.
+            if not proxy_was_running:
+                self.stop_proxy()
+            raise
+
+    def _start_model(self) -> ServerStatus:
         current = self._managed_status()
         if current.running:
             return current
