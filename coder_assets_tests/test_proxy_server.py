@@ -110,8 +110,10 @@ def test_a_streamed_chat_completion_arrives_in_chunks(served: ModelServerResourc
     key = served.pipeline_key()
     body = {
         "messages": [{"role": "user", "content": "Write a function that adds two numbers."}],
-        "max_tokens": 12,
-        "temperature": 0.0,
+        # Enough tokens, sampled, that the answer is many events spread over time: a few greedy
+        # tokens of the tiny model can all decode to nothing and end as a single event.
+        "max_tokens": 96,
+        "temperature": 1.0,
         "stream": True,
     }
     chunks: list[bytes] = []
@@ -126,8 +128,10 @@ def test_a_streamed_chat_completion_arrives_in_chunks(served: ModelServerResourc
         assert response.headers["Content-Type"].startswith("text/event-stream")
         for chunk in response.iter_content(chunk_size=None):
             chunks.append(chunk)
+    body_text = b"".join(chunks)
+    assert body_text.count(b"data: ") >= 4, body_text
     assert len(chunks) >= 3, chunks
-    assert b"data: [DONE]" in b"".join(chunks)
+    assert b"data: [DONE]" in body_text
 
 
 def test_a_request_body_over_the_limit_never_reaches_the_model(
