@@ -15,8 +15,9 @@ DEMO_ENV := CODER_ASSETS_HOME=$(CURDIR)/.demo DAGSTER_HOME=$(CURDIR)/.dagster_ho
   CODER_ASSETS_MAINTENANCE_WINDOW=always CODER_ASSETS_DEMO_SETTINGS=1
 # Debian packages the tests need: git (with git-http-backend), chromium for the browser test,
 # openssh-server and -client for the waterdeep executor's ssh transport (sshd started by a test),
-# git-lfs for adapter releases (weights as LFS objects).
-DEBIAN_PACKAGES := git git-lfs chromium openssh-server openssh-client
+# git-lfs for adapter releases (weights as LFS objects), caddy for the authenticating proxy in front
+# of the model server, openssl for the test CA of its TLS test.
+DEBIAN_PACKAGES := git git-lfs chromium openssh-server openssh-client caddy openssl
 
 .PHONY: help demo test dev mlflow lint format venv system-deps instance clean repo backfill
 

@@ -56,7 +56,12 @@ def _add_server_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     actions = server.add_subparsers(dest="action", required=True)
-    actions.add_parser("plist", help="print the launchd agent's plist for the current settings")
+    plist = actions.add_parser(
+        "plist", help="print the launchd agent's plist for the current settings"
+    )
+    plist.add_argument(
+        "--proxy", action="store_true", help="the plist of the proxy's agent (Caddy) instead"
+    )
     install = actions.add_parser(
         "install",
         help="write the launchd agent's plist to ~/Library/LaunchAgents and start it (macOS)",
@@ -78,6 +83,19 @@ def _add_server_parser(commands: argparse._SubParsersAction) -> None:
     restart = actions.add_parser(
         "restart", help="restart the server (serves the `latest` adapter) and wait until ready"
     )
+    keys = actions.add_parser(
+        "keys",
+        help="the proxy's API keys: add NAME (prints the key once), revoke NAME, list (names)",
+        description="Every request to the model server needs `Authorization: Bearer <key>`. "
+        "Keys live in the keys file on waterdeep (mode 600); adding or revoking one reloads the "
+        "proxy, the model keeps running.",
+    )
+    key_actions = keys.add_subparsers(dest="keys_action", required=True)
+    for name, text in (("add", "add a key and print it (once)"), ("revoke", "revoke a key")):
+        key_actions.add_parser(name, help=text).add_argument(
+            "name", help="who or what uses the key, e.g. laptop-alice"
+        )
+    key_actions.add_parser("list", help="the names of the keys (never the keys)")
     for action in (start, stop, restart):
         action.add_argument(
             "--force",
@@ -131,8 +149,10 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
     if action in ("plist", "install", "start", "restart"):
         _warn_binding(server)
     if action == "plist":
-        print(server.render_plist(), end="")
+        print(server.render_proxy_plist() if args.proxy else server.render_plist(), end="")
         return 0
+    if action == "keys":
+        return _keys(server, args)
     if action == "install":
         return _install(server, dry_run=args.dry_run, wait=not args.no_wait)
     if action == "status":
@@ -158,6 +178,34 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
     finally:
         if lock is not None:
             lock.release()
+
+
+def _keys(server: ModelServerResource, args: argparse.Namespace) -> int:
+    """`coder-assets server keys add|revoke|list`: no waterdeep lock, the model is not touched."""
+    from coder_assets.core.proxy import add_key, read_keys, revoke_key
+
+    path = server.keys_path()
+    server.proxy_dir().mkdir(parents=True, exist_ok=True)
+    if args.keys_action == "list":
+        keys = read_keys(path)
+        for key in keys:
+            print(key.name)
+        if not keys:
+            print(f"no keys in {path}: add one with `coder-assets server keys add NAME`")
+        return 0
+    if args.keys_action == "add":
+        key = add_key(path, args.name)
+    else:
+        revoke_key(path, args.name)
+    reloaded = server.reload_proxy()
+    state = "the proxy reloaded" if reloaded else "the proxy reads it when it starts"
+    if args.keys_action == "add":
+        print(
+            f"added key {key.name!r} to {path} ({state}). The key, shown only now:\n{key.key}",
+        )
+    else:
+        print(f"revoked key {args.name!r} in {path} ({state})")
+    return 0
 
 
 def _take_waterdeep_lock(server: ModelServerResource, action: str, *, force: bool):
@@ -225,6 +273,12 @@ def _install(server: ModelServerResource, *, dry_run: bool, wait: bool) -> int:
         state = "would be written" if changed else "is up to date"
         print(f"# {path} {state}:")
         print(text, end="")
+        proxy_path, proxy_text = server.proxy_plist_path(), server.render_proxy_plist()
+        proxy_state = (
+            "would be written" if plist_differs(proxy_path, proxy_text) else "is up to date"
+        )
+        print(f"# {proxy_path} {proxy_state}:")
+        print(proxy_text, end="")
         assumed = "" if _on_macos() else " (on macOS, with the agent not loaded yet)"
         print(f"# launchctl commands{assumed}:")
         for command in server.install_commands(loaded=loaded, changed=changed):

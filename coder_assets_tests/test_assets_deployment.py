@@ -179,12 +179,13 @@ class Site:
     def served(self) -> tuple[str, ...]:
         from coder_assets.core.smoke import smoke_test
 
-        report = smoke_test(self.server.url(), str(self.model), None)
+        options = self.server.client_options()
+        report = smoke_test(self.server.url(), str(self.model), None, **options)
         assert report.passed, report.failures()
         fingerprint = self.fingerprints["v1"]
         from coder_assets.core.generation import DEFAULT_MODEL, ServerGenerator
 
-        with ServerGenerator(self.server.url(), DEFAULT_MODEL) as server:
+        with ServerGenerator(self.server.url(), DEFAULT_MODEL, **options) as server:
             return trimmed(
                 server.chat([{"role": r, "content": c} for r, c in p.messages], p.max_tokens)
                 if p.kind == "chat"
@@ -372,16 +373,17 @@ def test_pruning_keeps_the_deployed_and_previous_versions(v1_deployed: Site):
     assert set(installed) == {"v1", "v2", installed[-1]}
 
 
-def test_the_curl_command_talks_to_the_server(v1_deployed: Site):
-    import shlex
+def test_the_curl_command_talks_to_the_server_with_a_key_it_does_not_show(v1_deployed: Site):
     import subprocess
 
-    command = curl_command(v1_deployed.server.url())
-    proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
+    server = v1_deployed.server
+    command = curl_command(server.url(), str(server.keys_path()))
+    assert server.pipeline_key() not in command
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["choices"][0]["message"]["role"] == "assistant"
-    requests.get(f"{v1_deployed.server.url()}/v1/models", timeout=5).raise_for_status()
+    assert requests.get(f"{server.url()}/v1/models", timeout=5).status_code == 401
 
 
 def test_an_adapter_without_a_fingerprint_is_not_deployed(v1_deployed: Site):

@@ -80,26 +80,40 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
 
 
 class FakeLaunchctl:
-    """Answers launchctl like a Mac would and records the commands; never runs anything."""
+    """Answers launchctl like a Mac would and records the commands; never runs anything. Each
+    agent (the model server's and its proxy's) is loaded or not on its own; `loaded` sets both."""
 
     def __init__(self, loaded: bool = False) -> None:
-        self.loaded = loaded
+        self.services: dict[str, bool] = {}
+        self.default = loaded
         self.calls: list[list[str]] = []
+
+    @property
+    def loaded(self) -> bool:
+        return self.default
+
+    @loaded.setter
+    def loaded(self, value: bool) -> None:
+        self.default = value
+        self.services.clear()
 
     def run(self, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Stands in for the bound `ModelServerResource._run` (a bound method is not rebound)."""
         self.calls.append(command)
+        label = Path(command[-1]).stem if command[1] == "bootstrap" else command[-1].split("/")[-1]
         if command[1] == "print":
-            if not self.loaded:
+            if not self.services.get(label, self.default):
                 return subprocess.CompletedProcess(command, 113, "", "Could not find service")
-            out = f"gui/{os.getuid()}/{LABEL} = {{\n\tstate = running\n\tpid = 4242\n}}\n"
+            out = f"gui/{os.getuid()}/{label} = {{\n\tstate = running\n\tpid = 4242\n}}\n"
             return subprocess.CompletedProcess(command, 0, out, "")
-        self.loaded = command[1] != "bootout"
+        self.services[label] = command[1] != "bootout"
         return subprocess.CompletedProcess(command, 0, "", "")
 
     def verbs(self) -> list[str]:
+        """The commands without uid and paths; those for the proxy's agent end in `proxy`."""
         return [
             " ".join(part for part in call[1:] if not part.startswith(("gui/", "/")))
+            + (" proxy" if call[-1].endswith((".proxy", ".proxy.plist")) else "")
             for call in self.calls
         ]
 
@@ -139,10 +153,17 @@ def test_plist_prints_the_agent_for_the_configured_settings(
         "--model",
         str(setup.model.resolve()),
         "--host",
-        "192.168.1.20",
+        "127.0.0.1",  # the model on loopback only; 192.168.1.20 is the proxy's address
         "--port",
-        str(setup.port),
+        str(setup.port + 1),
     ]
+    code, out, err = run_cli(capsys, "plist", "--proxy")
+    assert (code, err) == (0, "")
+    proxy = plistlib.loads(out.encode("utf-8"))
+    assert proxy["Label"] == f"{LABEL}.proxy"
+    config = setup.state / "proxy" / "caddy.json"
+    assert proxy["ProgramArguments"][1:] == ["run", "--config", str(config)]
+    assert "Bearer" not in out  # the keys are in the config (mode 600), never in the plist
     assert agent["EnvironmentVariables"]["HF_HUB_CACHE"] == str(setup.state / "hf-hub-cache")
     assert agent["StandardErrorPath"] == str(setup.home / "Library" / "Logs" / "mlx-coder.log")
     assert not setup.plist.exists()  # printing installs nothing
@@ -160,7 +181,7 @@ def test_a_wildcard_host_is_warned_about_on_stderr(
     monkeypatch.setenv("CODER_ASSETS_SERVER_HOST", host)
     code, out, err = run_cli(capsys, "plist")
     assert code == 0 and plistlib.loads(out.encode("utf-8"))
-    assert "every interface" in err and "no authentication" in err
+    assert "every interface" in err and "API key" in err
 
 
 def test_install_dry_run_prints_path_plist_and_commands_and_changes_nothing(
@@ -174,10 +195,14 @@ def test_install_dry_run_prints_path_plist_and_commands_and_changes_nothing(
     plist = out[out.index("<?xml") : out.index("</plist>") + len("</plist>")]
     assert plistlib.loads(plist.encode("utf-8"))["Label"] == LABEL
     uid = os.getuid()
-    assert lines[-3].startswith("# launchctl commands (on macOS, with the agent not loaded")
-    assert lines[-2:] == [
+    proxy_plist = setup.plist.with_name(f"{LABEL}.proxy.plist")
+    assert f"# {proxy_plist} would be written:" in lines
+    assert lines[-5].startswith("# launchctl commands (on macOS, with the agent not loaded")
+    assert lines[-4:] == [
         f"launchctl bootstrap gui/{uid} {setup.plist}",
         f"launchctl kickstart gui/{uid}/{LABEL}",
+        f"launchctl bootstrap gui/{uid} {proxy_plist}",
+        f"launchctl kickstart gui/{uid}/{LABEL}.proxy",
     ]
     assert not setup.plist.exists() and not setup.state.exists()
 
@@ -203,15 +228,37 @@ def test_install_on_macos_writes_the_plist_bootstraps_it_and_reloads_it_when_it_
     assert plistlib.loads(setup.plist.read_bytes())["Label"] == LABEL
     assert (setup.state / "hf-hub-cache").is_dir()
     assert (setup.home / "Library" / "Logs").is_dir()
-    assert launchctl.verbs() == ["print", "print", "bootstrap", "kickstart", "print", "print"]
-    bootstrap = launchctl.calls[2]
+    assert launchctl.verbs() == [
+        "print proxy",  # ensure_plist: reload a loaded proxy agent whose plist changed?
+        "print",
+        "print",  # start: both agents, the model's first
+        "bootstrap",
+        "kickstart",
+        "print proxy",
+        "bootstrap proxy",
+        "kickstart proxy",
+        "print",
+        "print proxy",
+        "print",
+        "print proxy",
+    ]
+    bootstrap = launchctl.calls[3]
     assert bootstrap == ["launchctl", "bootstrap", f"gui/{os.getuid()}", str(setup.plist)]
 
     # Unchanged: nothing written, the running agent only kickstarted (a no-op when it runs).
     launchctl.calls.clear()
     code, out, _ = run_cli(capsys, "install")
     assert code == 0 and f"unchanged: {setup.plist}" in out
-    assert launchctl.verbs() == ["print", "kickstart", "print", "print"]
+    assert launchctl.verbs() == [
+        "print",
+        "kickstart",
+        "print proxy",
+        "kickstart proxy",
+        "print",
+        "print proxy",
+        "print",
+        "print proxy",
+    ]
 
     # The first adapter is deployed: the plist changes, and the loaded agent is reloaded.
     setup.deploy_adapter()
@@ -221,17 +268,27 @@ def test_install_on_macos_writes_the_plist_bootstraps_it_and_reloads_it_when_it_
     assert "--adapter-path" in plistlib.loads(setup.plist.read_bytes())["ProgramArguments"]
     assert launchctl.verbs() == [
         "print",  # loaded?
-        "print",  # stop: loaded?
+        "print",  # stop both agents: loaded?
         "bootout",
+        "print proxy",
+        "bootout proxy",
         "print",  # unloaded yet?
-        "print",  # start: loaded?
+        "print",  # start both: loaded?
         "bootstrap",
         "kickstart",
+        "print proxy",
+        "bootstrap proxy",
+        "kickstart proxy",
         "print",
+        "print proxy",
         "print",  # install: kickstart, unless running
         "kickstart",
+        "print proxy",
+        "kickstart proxy",
         "print",
+        "print proxy",
         "print",
+        "print proxy",
     ]
 
 
@@ -242,11 +299,15 @@ def test_install_dry_run_on_a_mac_shows_the_reload_of_a_loaded_agent(
     code, out, _ = run_cli(capsys, "install", "--dry-run")
     assert code == 0
     uid = os.getuid()
-    assert out.splitlines()[-4:] == [
+    proxy_plist = setup.plist.with_name(f"{LABEL}.proxy.plist")
+    assert out.splitlines()[-7:] == [
         "# launchctl commands:",
         f"launchctl bootout gui/{uid}/{LABEL}",
         f"launchctl bootstrap gui/{uid} {setup.plist}",
         f"launchctl kickstart gui/{uid}/{LABEL}",
+        f"launchctl bootout gui/{uid}/{LABEL}.proxy",
+        f"launchctl bootstrap gui/{uid} {proxy_plist}",
+        f"launchctl kickstart gui/{uid}/{LABEL}.proxy",
     ]
     assert launchctl.verbs() == ["print"]  # only asked whether it is loaded
     assert not setup.plist.exists()
@@ -276,11 +337,46 @@ def test_install_refuses_a_model_directory_without_config(
 @pytest.mark.parametrize(
     ("action", "loaded", "expected", "detail"),
     [
-        ("status", True, ["print"], "running"),
-        ("status", False, ["print"], "is not loaded"),
-        ("start", False, ["print", "bootstrap", "kickstart", "print", "print"], "running"),
-        ("stop", True, ["print", "print", "bootout"], "stopped (was gui/"),
-        ("restart", True, ["print", "kickstart -k", "print", "print"], "running"),
+        ("status", True, ["print", "print proxy"], "running"),
+        ("status", False, ["print", "print proxy"], "is not loaded"),
+        (
+            "start",
+            False,
+            [
+                "print",
+                "bootstrap",
+                "kickstart",
+                "print proxy",
+                "bootstrap proxy",
+                "kickstart proxy",
+                "print",
+                "print proxy",
+                "print",
+                "print proxy",
+            ],
+            "running",
+        ),
+        (
+            "stop",
+            True,
+            ["print", "print proxy", "print", "bootout", "print proxy", "bootout proxy"],
+            "stopped (was gui/",
+        ),
+        (
+            "restart",
+            True,
+            [
+                "print",
+                "kickstart -k",
+                "print proxy",
+                "kickstart -k proxy",
+                "print",
+                "print proxy",
+                "print",
+                "print proxy",
+            ],
+            "running",
+        ),
     ],
 )
 def test_launchd_kind_lifecycle_goes_through_launchctl(
@@ -373,7 +469,9 @@ def test_ensure_plist_writes_only_for_the_launchd_kind_and_only_changes(
     server = ModelServerResource(kind="launchd", **fields)
     assert server.ensure_plist() is True
     assert setup.plist.read_text("utf-8") == server.render_plist()
-    assert launchctl.verbs() == ["print"]  # not loaded: installing is start's business
+    # Not loaded: installing is start's business.
+    assert launchctl.verbs() == ["print proxy", "print"]
+    assert server.proxy_plist_path().read_text("utf-8") == server.render_proxy_plist()
     assert server.ensure_plist() is False
     assert server.log_file() == setup.home / "logs" / "mlx-coder.log"
 

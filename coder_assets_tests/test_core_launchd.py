@@ -75,7 +75,7 @@ def test_rendered_plist_runs_mlx_lm_server_offline_and_keeps_it_alive(tmp_path: 
 
 def test_template_explains_lan_only_binding() -> None:
     text = template_text()
-    assert "no authentication" in text and "0.0.0.0" in text and "Firewall" in text
+    assert "no authentication" in text and "0.0.0.0" in text and "firewall" in text
     for placeholder in ("${label}", "${python}", "${model}", "${adapter_arguments}", "${port}"):
         assert placeholder in text
 
@@ -210,5 +210,5 @@ def test_binds_beyond_lan(host: str, beyond: bool) -> None:
 def test_binding_warning_says_what_to_do() -> None:
     warning = binding_warning("0.0.0.0", 8080)
     assert warning is not None
-    assert "every interface" in warning and "no authentication" in warning
+    assert "every interface" in warning and "API key" in warning
     assert "CODER_ASSETS_SERVER_HOST" in warning and "firewall port 8080" in warning

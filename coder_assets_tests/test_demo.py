@@ -4,7 +4,6 @@ by a running mlx_lm.server), then the change sensor on that instance."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 
 import dagster as dg
@@ -12,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from coder_assets.core.git import run_git
+from coder_assets.core.proxy import read_keys
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, commit_files
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets_tests.conftest import Tick, requested_shas
@@ -36,12 +36,18 @@ def test_demo_ends_with_the_adapter_released_and_served(full_demo):
     manifest = json.loads(run_git(["show", f"{tags[0]}:manifest.json"], cwd=remote))
     assert manifest["adapter_version"] == latest.name
     assert set(manifest["source_commits"]) == {f"homelab/{n}" for n in SAMPLE_REPO_NAMES}
-    # The printed curl command talks to the running server.
+    # The printed curl command talks to the running server through the proxy, with a key it
+    # reads from the keys file (the key itself is not printed); without the key: 401.
     (curl,) = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("curl")]
-    assert env["CODER_ASSETS_SERVER_PORT"] in curl
-    answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=60)
+    assert env["CODER_ASSETS_SERVER_PORT"] in curl and "Authorization: Bearer $(" in curl
+    answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout)["choices"][0]["message"]["role"] == "assistant"
+    keyless = curl[: curl.index(' -H "Authorization')] + " -o /dev/null -w '%{http_code}'"
+    refused = subprocess.run(["bash", "-c", keyless], capture_output=True, text=True, timeout=60)
+    assert refused.stdout == "401"
+    keys = read_keys(home / "server" / "proxy" / "api-keys")
+    assert keys and not any(k.key in proc.stdout + proc.stderr for k in keys)
 
 
 def test_demo_snapshots_every_sample_repo_and_the_sensor_sees_one_new_commit(full_demo):

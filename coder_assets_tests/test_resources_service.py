@@ -50,6 +50,7 @@ def make_server(model: Path, state_dir: Path, **fields) -> ModelServerResource:
         model_path=str(model),
         state_dir=str(state_dir),
         port=free_port(),
+        model_port=fields.pop("model_port", free_port()),
         ready_timeout_seconds=60,
         **fields,
     )
@@ -71,7 +72,12 @@ def running(server: ModelServerResource) -> ModelServerResource:
 
 
 def served_models(server: ModelServerResource) -> list[str]:
-    response = requests.get(f"{server.url()}/v1/models", timeout=5)
+    """The models served, asked through the proxy with the pipeline's key."""
+    response = requests.get(
+        f"{server.url()}/v1/models",
+        headers={"Authorization": f"Bearer {server.pipeline_key()}"},
+        timeout=5,
+    )
     response.raise_for_status()
     return [model["id"] for model in response.json()["data"]]
 
@@ -226,10 +232,12 @@ def test_start_refuses_a_port_already_in_use(server: ModelServerResource) -> Non
     assert not server.pid_file().exists()
 
 
-def test_start_refuses_a_model_path_without_config(tmp_path: Path) -> None:
+def test_start_refuses_a_model_path_without_config_and_leaves_no_proxy(tmp_path: Path) -> None:
     resource = make_server(tmp_path / "no-model", tmp_path / "state")
     with pytest.raises(ModelServerError, match="no config.json"):
         resource.start()
+    assert not resource.proxy_running() and not resource.proxy_pid_file().exists()
+    assert not port_in_use("127.0.0.1", resource.port)
 
 
 def test_adapter_path_is_passed_only_when_the_link_exists(dev_model: Path, tmp_path: Path) -> None:
@@ -243,7 +251,9 @@ def test_adapter_path_is_passed_only_when_the_link_exists(dev_model: Path, tmp_p
     command = resource.server_command()
     assert command[command.index("--adapter-path") + 1] == str(version.resolve())
     assert command[1:3] == ["-m", "mlx_lm"] and command[3] == "server"
-    assert command[command.index("--port") + 1] == str(resource.port)
+    # The model on loopback, on its own port; resource.port is the proxy's.
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == str(resource.model_port)
 
     shutil.rmtree(version)  # a dangling link is no adapter
     assert "--adapter-path" not in resource.server_command()
@@ -296,35 +306,55 @@ def test_launchctl_unknown_action_is_refused() -> None:
 
 
 class FakeLaunchctl:
-    """Answers launchctl commands like a Mac would, recording them; never runs anything."""
+    """Answers launchctl commands like a Mac would, recording them; never runs anything. The
+    model's agent and the proxy's are loaded or not each on their own (both `loaded` at first)."""
 
     def __init__(self, loaded: bool) -> None:
-        self.loaded = loaded
+        self.default = loaded
+        self.services: dict[str, bool] = {}
         self.calls: list[list[str]] = []
 
     def run(self, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Stands in for the bound `ModelServerResource._run` (a bound method is not rebound)."""
         self.calls.append(command)
-        if command[1] == "print" and not self.loaded:
+        label = Path(command[-1]).stem if command[1] == "bootstrap" else command[-1].split("/")[-1]
+        if command[1] == "print" and not self.services.get(label, self.default):
             return subprocess.CompletedProcess(command, 113, "", "Could not find service")
         if command[1] == "print":
             out = f"gui/501/{LABEL} = {{\n\tactive count = 1\n\tstate = running\n\tpid = 4242\n"
             out += "\tendpoints = {\n\t\tpid = 1\n\t}\n}\n"
             return subprocess.CompletedProcess(command, 0, out, "")
-        self.loaded = command[1] != "bootout"
+        self.services[label] = command[1] != "bootout"
         return subprocess.CompletedProcess(command, 0, "", "")
+
+
+_BOTH_STATUS = ["print", "print proxy"]
 
 
 @pytest.mark.parametrize(
     ("loaded", "method", "expected"),
     [
-        (False, "start", ["print", "bootstrap", "kickstart", "print"]),
-        (True, "start", ["print", "kickstart", "print"]),
-        (True, "stop", ["print", "bootout"]),
-        (False, "stop", ["print"]),
-        (True, "status", ["print"]),
-        (False, "restart", ["print", "bootstrap", "kickstart -k", "print"]),
-        (True, "restart", ["print", "kickstart -k", "print"]),
+        (
+            False,
+            "start",
+            ["print", "bootstrap", "kickstart", "print proxy", "bootstrap proxy"]
+            + ["kickstart proxy", *_BOTH_STATUS],
+        ),
+        (True, "start", ["print", "kickstart", "print proxy", "kickstart proxy", *_BOTH_STATUS]),
+        (True, "stop", ["print", "bootout", "print proxy", "bootout proxy"]),
+        (False, "stop", ["print", "print proxy"]),
+        (True, "status", _BOTH_STATUS),
+        (
+            False,
+            "restart",
+            ["print", "bootstrap", "kickstart -k", "print proxy", "bootstrap proxy"]
+            + ["kickstart -k proxy", *_BOTH_STATUS],
+        ),
+        (
+            True,
+            "restart",
+            ["print", "kickstart -k", "print proxy", "kickstart -k proxy", *_BOTH_STATUS],
+        ),
     ],
 )
 def test_launchd_kind_drives_launchctl(
@@ -343,6 +373,7 @@ def test_launchd_kind_drives_launchctl(
     # The subcommand, with kickstart's -k: the targets are checked in test_launchctl_command_lines.
     verbs = [
         " ".join(part for part in call[1:] if not part.startswith(("gui/", "/")))
+        + (" proxy" if call[-1].endswith((".proxy", ".proxy.plist")) else "")
         for call in fake.calls
     ]
     assert verbs == expected

@@ -26,6 +26,7 @@ from coder_assets.core.deploy import (
 from coder_assets.core.downtime import add_downtime, downtime_of, mlflow_metrics
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.evaluation import SUMMARY_METRICS
+from coder_assets.core.proxy import PIPELINE_KEY_NAME
 from coder_assets.core.smoke import Fingerprint, SmokeReport, smoke_test
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
@@ -261,7 +262,7 @@ def deployed_adapter(
         mlflow_tracking.log_metrics(run_id, mlflow_metrics(downtime))
     links = deploy.links()
     url = model_server.url()
-    curl = curl_command(url)
+    curl = curl_command(url, str(model_server.keys_path()))
     metadata = {
         "version": version,
         "path": dg.MetadataValue.path(str(installed)),
@@ -328,6 +329,7 @@ def _deploy(
             fingerprint,
             timeout=config.smoke_timeout_seconds,
             log=context.log.info,
+            **model_server.client_options(),
         )
         if report.passed:
             context.log.info(f"adapter {version} is already deployed and serving; nothing to do")
@@ -345,6 +347,7 @@ def _deploy(
             fingerprint,
             timeout=config.smoke_timeout_seconds,
             log=context.log.info,
+            **model_server.client_options(),
         )
         if not report.passed:
             raise DeploymentError(
@@ -402,6 +405,7 @@ def _roll_back(
             require_text=expected is None,
             timeout=config.smoke_timeout_seconds,
             log=context.log.info,
+            **model_server.client_options(),
         )
         if not check.passed:
             raise DeploymentError("; ".join(check.failures()))
@@ -429,8 +433,12 @@ def _restart(model_server: ModelServerResource, context) -> None:
     model_server.restart()
 
 
-def curl_command(url: str, question: str = CURL_QUESTION) -> str:
-    """A command a person can paste to talk to the deployed model."""
+def curl_command(
+    url: str, keys_file: str, key_name: str = PIPELINE_KEY_NAME, question: str = CURL_QUESTION
+) -> str:
+    """A command a person can paste on waterdeep to talk to the deployed model through the
+    proxy. It reads the key `key_name` from the keys file when it runs, so the key itself is
+    never in this text (which ends up in metadata and logs)."""
     body = json.dumps(
         {
             "model": "default_model",
@@ -439,7 +447,8 @@ def curl_command(url: str, question: str = CURL_QUESTION) -> str:
             "temperature": 0,
         }
     )
+    read_key = f"$(awk '$1==\"{key_name}\" {{print $2}}' {shlex.quote(keys_file)})"
     return (
         f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
-        f"-d {shlex.quote(body)}"
+        f'-H "Authorization: Bearer {read_key}" -d {shlex.quote(body)}'
     )

@@ -12,8 +12,9 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path` to write to; on success it is fsync'd, made 0644 and
+def atomic_path(path: Path, file_mode: int = 0o644) -> Iterator[Path]:
+    """A temporary path next to `path` to write to; on success it is fsync'd, given
+    `file_mode` (0644; 0600 for secrets, which the temporary file has from the start) and
     renamed over `path`; on failure it is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,7 +25,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -32,9 +33,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_writer(path: Path, mode: str = "w", file_mode: int = 0o644) -> Iterator[IO[Any]]:
     """An open file (text, UTF-8, or `mode="wb"`) that replaces `path` when the block ends."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, file_mode) as tmp:
         if "b" in mode:
             with tmp.open(mode) as handle:
                 yield handle
@@ -43,8 +44,8 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
                 yield handle
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_writer(path) as out:
+def write_text_atomic(path: Path, text: str, file_mode: int = 0o644) -> None:
+    with atomic_writer(path, file_mode=file_mode) as out:
         out.write(text)
 
 

@@ -479,7 +479,14 @@ class ServerGenerator:
     """
 
     def __init__(
-        self, base_url: str, model: str, adapter: str | None = None, timeout: float = 300.0
+        self,
+        base_url: str,
+        model: str,
+        adapter: str | None = None,
+        timeout: float = 300.0,
+        *,
+        api_key: str | None = None,
+        verify: bool | str = True,
     ) -> None:
         if model == DEFAULT_MODEL and adapter is not None:
             raise GenerationError(
@@ -494,6 +501,11 @@ class ServerGenerator:
         self.adapter = adapter
         self.timeout = timeout
         self._session = requests.Session()
+        # The model server's proxy wants a key; `verify` may name the CA bundle of its TLS cert
+        # (passed with each request: REQUESTS_CA_BUNDLE would override a session's `verify`).
+        self.verify = verify
+        if api_key:
+            self._session.headers["Authorization"] = f"Bearer {api_key}"
 
     def complete(self, prompt: str, max_tokens: int, stop: Sequence[str] = FIM_STOP) -> str:
         """The greedy continuation of the raw `prompt` (`POST /v1/completions`), ending before
@@ -558,7 +570,7 @@ class ServerGenerator:
         if self.adapter is not None:
             body["adapters"] = self.adapter
         try:
-            response = self._session.post(url, json=body, timeout=self.timeout)
+            response = self._session.post(url, json=body, timeout=self.timeout, verify=self.verify)
         except requests.Timeout as exc:
             raise ServerRequestError(
                 f"POST {url} got no answer within {self.timeout:g} s: the server is busy, or "

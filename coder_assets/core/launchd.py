@@ -5,7 +5,9 @@
 `plistlib`, so a path with `&` or `<` in it cannot produce an agent launchd refuses, or one that
 runs other arguments than the ones given. `install_plist` writes it atomically, only when the
 text changed. `binding_warning` says when a listen address reaches beyond loopback and the LAN:
-mlx_lm.server has no authentication.
+the proxy's keys are the only guard then. `render_proxy_plist` does the same for the agent of
+Caddy, the authenticating proxy in front of the server (template
+`io.daviestechlabs.mlx-coder.proxy.plist`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.files import write_text_atomic
 
 TEMPLATE_NAME = "io.daviestechlabs.mlx-coder.plist"
+PROXY_TEMPLATE_NAME = "io.daviestechlabs.mlx-coder.proxy.plist"
 DEFAULT_LOG_PATH = "~/Library/Logs/mlx-coder.log"
 DEFAULT_THROTTLE_SECONDS = 30
 # launchd labels are reverse-DNS names; anything else is a typo in a setting.
@@ -52,9 +55,62 @@ class AgentSpec:
     throttle_interval: int = DEFAULT_THROTTLE_SECONDS
 
 
-def template_text() -> str:
-    """The packaged plist template (string.Template placeholders such as `${label}`)."""
-    return resources.files("coder_assets").joinpath("templates", TEMPLATE_NAME).read_text("utf-8")
+@dataclass(frozen=True)
+class ProxyAgentSpec:
+    """What the proxy's launchd agent runs: Caddy with the generated config (which holds the
+    keys; the plist names only its path)."""
+
+    label: str
+    caddy: str
+    config: str
+    data_home: str
+    log_path: str
+    working_directory: str
+    throttle_interval: int = DEFAULT_THROTTLE_SECONDS
+
+
+def template_text(name: str = TEMPLATE_NAME) -> str:
+    """A packaged plist template (string.Template placeholders such as `${label}`)."""
+    return resources.files("coder_assets").joinpath("templates", name).read_text("utf-8")
+
+
+def proxy_program_arguments(spec: ProxyAgentSpec) -> list[str]:
+    return [_absolute(spec.caddy, "caddy"), "run", "--config", _absolute(spec.config, "config")]
+
+
+def render_proxy_plist(spec: ProxyAgentSpec) -> str:
+    """The proxy agent's property list as text, checked by parsing it back with plistlib."""
+    if not _LABEL.match(spec.label):
+        raise LaunchdPlistError(
+            f"launchd label {spec.label!r} is not a reverse-DNS name: fix the model server's "
+            "launchd_label (the proxy's label is it plus .proxy)"
+        )
+    arguments = proxy_program_arguments(spec)
+    values = {
+        "label": spec.label,
+        "caddy": arguments[0],
+        "config": arguments[3],
+        "data_home": _absolute(spec.data_home, "Caddy data folder"),
+        "working_directory": _absolute(spec.working_directory, "working directory"),
+        "log_path": _absolute(spec.log_path, "log path"),
+        "throttle_interval": str(spec.throttle_interval),
+    }
+    text = string.Template(template_text(PROXY_TEMPLATE_NAME)).substitute(
+        {key: escape(value) for key, value in values.items()}
+    )
+    try:
+        parsed = plistlib.loads(text.encode("utf-8"))
+    except Exception as exc:  # plistlib raises expat, ValueError and InvalidFileException alike
+        raise LaunchdPlistError(
+            f"the rendered launchd plist for {spec.label} is not a valid property list ({exc}): "
+            f"a setting holds characters XML cannot carry; values: {values}"
+        ) from exc
+    if parsed.get("ProgramArguments") != arguments or parsed.get("Label") != spec.label:
+        raise LaunchdPlistError(
+            f"the rendered launchd plist for {spec.label} does not say what was given: check "
+            f"the template {PROXY_TEMPLATE_NAME}"
+        )
+    return text
 
 
 def program_arguments(spec: AgentSpec) -> list[str]:
@@ -169,9 +225,10 @@ def binding_warning(host: str, port: int) -> str | None:
         return None
     where = "every interface" if _is_wildcard(host) else f"the public address {host}"
     return (
-        f"warning: the model server listens on {where} (host {host!r}, port {port}). "
-        "mlx_lm.server has no authentication: set CODER_ASSETS_SERVER_HOST to 127.0.0.1 or the "
-        f"Mac's LAN address, and firewall port {port} to the machines that use it."
+        f"warning: the model server's proxy listens on {where} (host {host!r}, port {port}). "
+        "It asks every request for an API key, but a key that leaks is then usable from "
+        "anywhere: set CODER_ASSETS_SERVER_HOST to 127.0.0.1 or the Mac's LAN address, and "
+        f"firewall port {port} to the machines that use it."
     )
 
 

@@ -152,6 +152,8 @@ def smoke_test(
     require_text: bool = True,
     timeout: float = 120.0,
     log: Callable[[str], None] | None = None,
+    api_key: str | None = None,
+    verify: bool | str = True,
 ) -> SmokeReport:
     """Smoke-test the server at `base_url`, which must serve `model_id` (its `--model`).
 
@@ -160,12 +162,18 @@ def smoke_test(
     answers nothing is verified by equal output alone); and, with a fingerprint, the served output
     of every fixed prompt equals the `expect`ed model's ("adapter", or "base" when no adapter is
     deployed) and, when expecting the adapter (and `prove_adapter`), differs from the base
-    model's for at least one prompt.
+    model's for at least one prompt. `api_key` and `verify` are for the proxy in front of the
+    server (see ModelServerResource.client_options).
     """
     report = SmokeReport(base_url)
     url = base_url.rstrip("/")
     try:
-        response = requests.get(f"{url}/v1/models", timeout=min(timeout, 30))
+        response = requests.get(
+            f"{url}/v1/models",
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            verify=verify,
+            timeout=min(timeout, 30),
+        )
         ids = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
     except (requests.RequestException, ValueError, AttributeError) as exc:
         report.add("models", False, f"GET {url}/v1/models failed: {type(exc).__name__}")
@@ -179,7 +187,9 @@ def smoke_test(
     expected = None
     if fingerprint is not None:
         expected = fingerprint.adapter if expect == "adapter" else fingerprint.base
-    with ServerGenerator(url, DEFAULT_MODEL, timeout=timeout) as server:
+    with ServerGenerator(
+        url, DEFAULT_MODEL, timeout=timeout, api_key=api_key, verify=verify
+    ) as server:
         served: list[str | None] = []
         for prompt in fingerprint.prompts if fingerprint else ():
             try:

@@ -329,8 +329,12 @@ def main(until: str = "training") -> int:
     if deployed is not None:
         lines += [
             "",
-            f"The fine-tuned dev model is served at {deployed['url']}; talk to it:",
+            f"The fine-tuned dev model is served at {deployed['url']} behind its proxy, which "
+            "wants an API key; talk to it (the key is read from the keys file):",
             f"  {deployed['curl']}",
+            "Keys of your own (add prints the key once; list shows names only):",
+            f"  CODER_ASSETS_HOME={coder_assets_home()} "
+            f"{Path(sys.executable).with_name('coder-assets')} server keys add|revoke|list NAME",
             "Status, stop and restart of that server:",
             f"  CODER_ASSETS_HOME={coder_assets_home()} "
             f"{Path(sys.executable).with_name('coder-assets')} server status|stop|restart",

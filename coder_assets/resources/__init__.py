@@ -235,14 +235,23 @@ def build_adapter_repo() -> AdapterReleaseResource:
 
 
 def build_model_server(base_model: BaseModelResource) -> ModelServerResource:
-    """The mlx_lm.server on waterdeep: the launchd service in production on macOS
-    (CODER_ASSETS_SERVER_KIND=launchd), a managed process elsewhere and in the demo."""
+    """The mlx_lm.server on waterdeep behind its authenticating proxy (Caddy on
+    CODER_ASSETS_SERVER_HOST/_PORT, the model on 127.0.0.1:CODER_ASSETS_SERVER_MODEL_PORT): the
+    launchd services in production on macOS (CODER_ASSETS_SERVER_KIND=launchd), managed
+    processes elsewhere and in the demo."""
     home = coder_assets_home()
     label = os.environ.get("CODER_ASSETS_SERVER_LABEL") or "io.daviestechlabs.mlx-coder"
     return ModelServerResource(
         kind=os.environ.get("CODER_ASSETS_SERVER_KIND", "managed"),
         host=os.environ.get("CODER_ASSETS_SERVER_HOST", "127.0.0.1"),
         port=port_setting("CODER_ASSETS_SERVER_PORT", 8080),
+        model_port=port_setting("CODER_ASSETS_SERVER_MODEL_PORT", 0),
+        caddy=os.environ.get("CODER_ASSETS_SERVER_CADDY") or "caddy",
+        keys_file=path_setting("CODER_ASSETS_SERVER_KEYS_FILE"),
+        tls_cert=path_setting("CODER_ASSETS_SERVER_TLS_CERT"),
+        tls_key=path_setting("CODER_ASSETS_SERVER_TLS_KEY"),
+        tls_ca=path_setting("CODER_ASSETS_SERVER_TLS_CA"),
+        max_body_bytes=int_setting("CODER_ASSETS_SERVER_MAX_BODY_BYTES", 4 * 1024 * 1024),
         model_path=base_model.path,
         adapter_link=str(Path(deploy_dir()) / LATEST_LINK),
         launchd_label=label,

@@ -7,6 +7,12 @@ Two kinds of service:
   Its property list is rendered from the packaged template (core/launchd.py); `ensure_plist`
   keeps the installed copy current and reloads a loaded agent when it changed.
 
+The proxy: mlx_lm.server has no authentication, so it listens on 127.0.0.1:model_port only,
+and Caddy (core/proxy.py) listens on host:port, asks every request for a known API key and
+forwards it. Both are started, stopped, restarted and status-checked together: the managed kind
+keeps a second pid file for Caddy, the launchd kind a second agent (`<label>.proxy`). Adding
+or revoking a key rewrites Caddy's config and reloads Caddy; the model keeps running.
+
 Readiness: mlx-lm 0.32's `GET /health` answers "ok" while the model is still loading, and
 `GET /v1/models` lists `--model` as soon as the directory exists, loaded or not. So `wait_ready`
 asks `/v1/models` for the model, fails fast when `/health` reports the generation thread dead
@@ -20,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,14 +48,36 @@ from coder_assets.core.launchd import (
     DEFAULT_LOG_PATH,
     DEFAULT_THROTTLE_SECONDS,
     AgentSpec,
+    ProxyAgentSpec,
     install_plist,
     plist_differs,
     render_plist,
+    render_proxy_plist,
+)
+from coder_assets.core.proxy import (
+    DEFAULT_MAX_BODY_BYTES,
+    PIPELINE_KEY_NAME,
+    ProxySpec,
+    caddy_config,
+    caddy_reload_command,
+    caddy_run_command,
+    ensure_key,
+    read_keys,
+    redact,
+    write_config,
 )
 from coder_assets.step_worker import default_termination_signals
 
 PID_FILE = "mlx-server.pid"
 LOG_FILE = "mlx-server.log"
+# The proxy's folder in state_dir (mode 700): Caddy's config, admin socket, pid file and logs.
+PROXY_DIR = "proxy"
+KEYS_FILE = "api-keys"
+CADDY_CONFIG = "caddy.json"
+CADDY_PID_FILE = "caddy.pid"
+CADDY_LOG = "caddy.log"
+ACCESS_LOG = "access.log"
+ADMIN_SOCKET = "admin.sock"
 # What the model server should be doing, recorded on waterdeep next to the pid file: every step
 # that pauses the server restores this state, whatever the previous holder of waterdeep did.
 DESIRED_FILE = "desired-state.json"
@@ -156,8 +185,30 @@ class ModelServerResource(dg.ConfigurableResource):
             "state_dir (Linux, demo); launchd: the macOS launchd agent (waterdeep)."
         ),
     )
-    host: str = Field(default="127.0.0.1", description="Address the server listens on.")
-    port: int = Field(default=8080, description="Port the server listens on.")
+    host: str = Field(
+        default="127.0.0.1", description="Address the proxy (Caddy) listens on for clients."
+    )
+    port: int = Field(default=8080, description="Port the proxy (Caddy) listens on.")
+    model_port: int = Field(
+        default=0,
+        description="Port mlx_lm.server listens on, always on 127.0.0.1; 0: port + 1.",
+    )
+    caddy: str = Field(default="caddy", description="The Caddy executable (PATH or full path).")
+    keys_file: str = Field(
+        default="",
+        description="API keys file (mode 600, `name key` per line); default state_dir/proxy/"
+        "api-keys.",
+    )
+    tls_cert: str = Field(default="", description="TLS certificate file of the proxy (PEM).")
+    tls_key: str = Field(default="", description="TLS private key file of the proxy (PEM).")
+    tls_ca: str = Field(
+        default="",
+        description="CA bundle the pipeline's own requests to the proxy verify it with; "
+        "default: the system's.",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, description="Largest request body the proxy forwards."
+    )
     model_path: str = Field(description="Base model directory (MLX format) given as --model.")
     adapter_link: str = Field(
         default="",
@@ -198,11 +249,176 @@ class ModelServerResource(dg.ConfigurableResource):
     # --- paths and command line ---------------------------------------------------------------
 
     def url(self) -> str:
-        """Base URL of the server, e.g. http://127.0.0.1:8080."""
+        """Base URL of the proxy clients use, e.g. http://127.0.0.1:8080 (https with TLS)."""
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def backend_port(self) -> int:
+        return self.model_port or self.port + 1
+
+    def model_url(self) -> str:
+        """Base URL of mlx_lm.server itself, on loopback only."""
+        return f"http://127.0.0.1:{self.backend_port()}"
+
+    # --- proxy ------------------------------------------------------------------------------------
+
+    def proxy_dir(self) -> Path:
+        return self.state_path() / PROXY_DIR
+
+    def keys_path(self) -> Path:
+        return Path(self.keys_file).expanduser() if self.keys_file else self.proxy_dir() / KEYS_FILE
+
+    def proxy_config_path(self) -> Path:
+        return self.proxy_dir() / CADDY_CONFIG
+
+    def access_log(self) -> Path:
+        return self.proxy_dir() / ACCESS_LOG
+
+    def proxy_log(self) -> Path:
+        return self.proxy_dir() / CADDY_LOG
+
+    def proxy_spec(self) -> ProxySpec:
+        return ProxySpec(
+            host=self.host,
+            port=self.port,
+            upstream_port=self.backend_port(),
+            admin_socket=str(self.proxy_dir() / ADMIN_SOCKET),
+            log_path=str(self.proxy_log()),
+            access_log_path=str(self.access_log()),
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            max_body_bytes=self.max_body_bytes,
+        )
+
+    def pipeline_key(self) -> str:
+        """The key the pipeline's own probes and smoke tests send (added when missing)."""
+        self._prepare_proxy_dir()
+        return ensure_key(self.keys_path(), PIPELINE_KEY_NAME).key
+
+    def client_options(self) -> dict[str, Any]:
+        """`api_key` and `verify` for the pipeline's own requests through the proxy."""
+        return {"api_key": self.pipeline_key(), "verify": self.tls_ca or True}
+
+    def write_proxy_config(self) -> bool:
+        """Render Caddy's config from the settings and the keys file (the pipeline's key added
+        when missing) and write it (mode 600) when it changed; returns whether it changed."""
+        self.pipeline_key()
+        config = caddy_config(self.proxy_spec(), read_keys(self.keys_path()))
+        return write_config(self.proxy_config_path(), config)
+
+    def reload_proxy(self) -> bool:
+        """Apply the keys file to a running proxy without touching the model; returns whether
+        a running proxy was reloaded (a stopped one reads the config when it starts)."""
+        self.write_proxy_config()
+        if not self.proxy_running():
+            return False
+        spec = self.proxy_spec()
+        command = caddy_reload_command(
+            self._caddy(), str(self.proxy_config_path()), spec.admin_socket
+        )
+        proc = self._run(command)
+        if proc.returncode != 0:
+            # Caddy's answer names the config problem; any key it quotes is replaced by its name.
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            message = redact(detail[0], read_keys(self.keys_path()))[:300]
+            raise ModelServerError(
+                f"Caddy did not reload {self.proxy_config_path()}: {message}; the previous keys "
+                f"stay in force. See {self.proxy_log()}"
+            )
+        return True
+
+    def proxy_running(self) -> bool:
+        if self.kind == "launchd":
+            return self._launchd_status(self.proxy_label()).running
+        record = self._read_pid_file(self.proxy_pid_file())
+        return record is not None and _is_process(record["pid"], "caddy")
+
+    def proxy_pid_file(self) -> Path:
+        return self.proxy_dir() / CADDY_PID_FILE
+
+    def proxy_label(self) -> str:
+        return f"{self.launchd_label}.proxy"
+
+    def proxy_plist_path(self) -> Path:
+        path = self.plist_path()
+        return path.with_name(f"{self.proxy_label()}.plist")
+
+    def proxy_agent_spec(self) -> ProxyAgentSpec:
+        return ProxyAgentSpec(
+            label=self.proxy_label(),
+            caddy=self._caddy(),
+            config=str(self.proxy_config_path()),
+            data_home=str(self.proxy_dir() / "caddy-data"),
+            log_path=str(self.proxy_dir() / "caddy-agent.log"),
+            working_directory=str(self.proxy_dir()),
+            throttle_interval=self.launchd_throttle_seconds,
+        )
+
+    def render_proxy_plist(self) -> str:
+        return render_proxy_plist(self.proxy_agent_spec())
+
+    def _caddy(self) -> str:
+        found = shutil.which(self.caddy)
+        if found is None:
+            raise ModelServerError(
+                f"Caddy ({self.caddy!r}) is not installed: the model server is only reachable "
+                "through it. Install it (`brew install caddy` on the Mac, `apt-get install "
+                "caddy` on Debian, or `make system-deps`) or set CODER_ASSETS_SERVER_CADDY"
+            )
+        return str(Path(found).resolve())
+
+    def _prepare_proxy_dir(self) -> None:
+        self.proxy_dir().mkdir(parents=True, exist_ok=True)
+        os.chmod(self.proxy_dir(), 0o700)
+
+    def _proxy_env(self) -> dict[str, str]:
+        data = str(self.proxy_dir() / "caddy-data")
+        return {**os.environ, "XDG_DATA_HOME": data, "XDG_CONFIG_HOME": data}
+
+    def start_proxy(self) -> None:
+        """Start Caddy (managed kind) unless it runs."""
+        self.write_proxy_config()
+        if self.proxy_running():
+            return
+        if port_in_use(self.host, self.port):
+            raise ModelServerError(
+                f"cannot start the proxy on {self.url()}: something else already listens on "
+                f"port {self.port}; stop that process or choose another CODER_ASSETS_SERVER_PORT"
+            )
+        command = caddy_run_command(self._caddy(), str(self.proxy_config_path()))
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with open(self.proxy_log(), "ab") as log:
+            log.write(f"\n{_START_MARKER}{started_at} starting: {' '.join(command)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._proxy_env(),
+                cwd=self.proxy_dir(),
+                start_new_session=True,
+                preexec_fn=default_termination_signals,
+            )
+        _CHILDREN[proc.pid] = proc
+        write_json_atomic(
+            self.proxy_pid_file(), {"pid": proc.pid, "command": command, "url": self.url()}
+        )
+
+    def stop_proxy(self, timeout: float = 15) -> None:
+        record = self._read_pid_file(self.proxy_pid_file())
+        if record is None:
+            return
+        pid = record["pid"]
+        if _is_process(pid, "caddy"):
+            _signal_group(pid, signal.SIGTERM)
+            if not _wait_exit(pid, timeout):
+                _signal_group(pid, signal.SIGKILL)
+                _wait_exit(pid, 10)
+        self.proxy_pid_file().unlink(missing_ok=True)
 
     def state_path(self) -> Path:
         return Path(self.state_dir).expanduser()
@@ -237,9 +453,10 @@ class ModelServerResource(dg.ConfigurableResource):
         return DesiredState(state, by, at)
 
     def restore_desired_state(self, reason: str) -> None:
-        """Bring the server to its desired state: start it (and wait until it serves) when it
-        should serve and does not; a server that should be stopped is left as it is."""
-        if not self.desired_state().serving or self.status().running:
+        """Bring the server to its desired state: start it and its proxy (and wait until they
+        serve) when it should serve and either does not run; a server that should be stopped is
+        left as it is."""
+        if not self.desired_state().serving or (self.status().running and self.proxy_running()):
             return
         dg.get_dagster_logger().info(
             f"starting the model server at {self.url()} after {reason}: its desired state is "
@@ -272,7 +489,8 @@ class ModelServerResource(dg.ConfigurableResource):
         adapter = self.adapter_dir()
         if adapter is not None:
             command += ["--adapter-path", str(adapter)]
-        command += ["--host", self.host, "--port", str(self.port), *self.extra_args]
+        # Loopback only: the proxy is the one way in.
+        command += ["--host", "127.0.0.1", "--port", str(self.backend_port()), *self.extra_args]
         return command
 
     def server_env(self) -> dict[str, str]:
@@ -296,8 +514,8 @@ class ModelServerResource(dg.ConfigurableResource):
             python=self.python or sys.executable,
             model=str(self.model_dir()),
             adapter_link=self.adapter_link,
-            host=self.host,
-            port=self.port,
+            host="127.0.0.1",
+            port=self.backend_port(),
             log_path=self.launchd_log,
             working_directory=str(self.state_path()),
             hf_hub_cache=str(self.state_path() / HF_CACHE_DIR),
@@ -311,11 +529,14 @@ class ModelServerResource(dg.ConfigurableResource):
     def install_commands(self, *, loaded: bool, changed: bool) -> list[list[str]]:
         """The launchctl command lines that `ensure_plist` and `start` run to install the agent:
         bootstrap a new one, reload (bootout, bootstrap) a loaded one whose plist changed."""
-        args = self._launchd_args()
-        if loaded and not changed:
-            return launchctl_commands("start", *args, loaded=True)
-        reload = launchctl_commands("stop", *args, loaded=True) if loaded else []
-        return [*reload, *launchctl_commands("start", *args, loaded=False)]
+        commands: list[list[str]] = []
+        for args in (self._launchd_args(), self._launchd_proxy_args()):
+            if loaded and not changed:
+                commands += launchctl_commands("start", *args, loaded=True)
+                continue
+            commands += launchctl_commands("stop", *args, loaded=True) if loaded else []
+            commands += launchctl_commands("start", *args, loaded=False)
+        return commands
 
     def ensure_plist(self) -> bool:
         """Keep the installed launchd plist current (launchd kind; the managed kind has none).
@@ -328,6 +549,15 @@ class ModelServerResource(dg.ConfigurableResource):
         """
         if self.kind != "launchd":
             return False
+        self.write_proxy_config()
+        proxy_text = self.render_proxy_plist()
+        if plist_differs(self.proxy_plist_path(), proxy_text):
+            install_plist(self.proxy_plist_path(), proxy_text)
+            if self._launchd_loaded(self._launchd_proxy_args()):
+                self._run_all(launchctl_commands("stop", *self._launchd_proxy_args()))
+                self._run_all(
+                    launchctl_commands("start", *self._launchd_proxy_args(), loaded=False)
+                )
         text = self.render_plist()
         self._prepare_agent_dirs()
         path = self.plist_path()
@@ -347,7 +577,15 @@ class ModelServerResource(dg.ConfigurableResource):
         """Whether the server runs. A managed pid file whose process is gone (or is no longer
         an mlx-lm server) is removed."""
         if self.kind == "launchd":
-            return self._launchd_status()
+            model = self._launchd_status()
+        else:
+            model = self._managed_status()
+        proxy = "running" if self.proxy_running() else "not running"
+        return ServerStatus(
+            model.running, model.pid, f"{model.detail}; proxy {proxy} on {self.url()}"
+        )
+
+    def _managed_status(self) -> ServerStatus:
         self._check_kind()
         record = self._read_pid_file()
         if record is None:
@@ -358,8 +596,10 @@ class ModelServerResource(dg.ConfigurableResource):
             return ServerStatus(
                 False, None, f"not running (removed stale pid file of gone pid {pid})"
             )
-        listening = "listening" if port_in_use(self.host, self.port) else "not listening yet"
-        return ServerStatus(True, pid, f"pid {pid}, {listening} on {self.url()}")
+        listening = (
+            "listening" if port_in_use("127.0.0.1", self.backend_port()) else "not listening yet"
+        )
+        return ServerStatus(True, pid, f"pid {pid}, {listening} on {self.model_url()}")
 
     def start(self) -> ServerStatus:
         """Start the server unless it runs; returns at once, see wait_ready.
@@ -368,17 +608,31 @@ class ModelServerResource(dg.ConfigurableResource):
         to serve a new adapter.
         """
         if self.kind == "launchd":
-            loaded = self._launchd_loaded()
-            self._run_all(launchctl_commands("start", *self._launchd_args(), loaded=loaded))
-            return self._launchd_status()
-        current = self.status()
+            self.write_proxy_config()
+            for args in (self._launchd_args(), self._launchd_proxy_args()):
+                loaded = self._launchd_loaded(args)
+                self._run_all(launchctl_commands("start", *args, loaded=loaded))
+            return self.status()
+        proxy_was_running = self.proxy_running()
+        self.start_proxy()
+        try:
+            return self._start_model()
+        except BaseException:
+            # A model that cannot start leaves no proxy behind that this call started.
+            if not proxy_was_running:
+                self.stop_proxy()
+            raise
+
+    def _start_model(self) -> ServerStatus:
+        current = self._managed_status()
         if current.running:
             return current
-        if port_in_use(self.host, self.port):
+        if port_in_use("127.0.0.1", self.backend_port()):
             raise ModelServerError(
-                f"cannot start the model server on {self.url()}: something else already listens "
-                f"on port {self.port} (no pid file of ours at {self.pid_file()}); stop that "
-                "process or choose another port for the model server"
+                f"cannot start the model server on {self.model_url()}: something else already "
+                f"listens on port {self.backend_port()} (no pid file of ours at "
+                f"{self.pid_file()}); stop that process or choose another "
+                "CODER_ASSETS_SERVER_MODEL_PORT"
             )
         model_dir = self.model_dir()
         if not (model_dir / "config.json").is_file():
@@ -424,11 +678,13 @@ class ModelServerResource(dg.ConfigurableResource):
         """Stop the server and wait for it to exit: SIGTERM to its process group, SIGKILL after
         `timeout` seconds. A stale pid file is just removed."""
         if self.kind == "launchd":
-            loaded = self._launchd_loaded()
-            self._run_all(launchctl_commands("stop", *self._launchd_args(), loaded=loaded))
+            for args in (self._launchd_args(), self._launchd_proxy_args()):
+                loaded = self._launchd_loaded(args)
+                self._run_all(launchctl_commands("stop", *args, loaded=loaded))
             self._wait_port_free(timeout)
             return
         self._check_kind()
+        self.stop_proxy()
         record = self._read_pid_file()
         if record is None:
             return
@@ -449,8 +705,10 @@ class ModelServerResource(dg.ConfigurableResource):
         """Stop (if running) and start the server, then wait until it serves the model: the
         way to serve a new `latest` adapter."""
         if self.kind == "launchd":
-            loaded = self._launchd_loaded()
-            self._run_all(launchctl_commands("restart", *self._launchd_args(), loaded=loaded))
+            self.write_proxy_config()
+            for args in (self._launchd_args(), self._launchd_proxy_args()):
+                loaded = self._launchd_loaded(args)
+                self._run_all(launchctl_commands("restart", *args, loaded=loaded))
         else:
             self.stop()
             self.start()
@@ -542,7 +800,7 @@ class ModelServerResource(dg.ConfigurableResource):
 
     def _probe(self, deadline: float) -> tuple[bool, str, bool]:
         """One readiness attempt: (ready, what was seen, whether waiting on is pointless)."""
-        url = self.url()
+        url = self.model_url()
         if self.kind != "launchd":
             record = self._read_pid_file()
             if record is None:
@@ -591,6 +849,26 @@ class ModelServerResource(dg.ConfigurableResource):
             return False, f"one-token completion failed: {type(exc).__name__}", False
         if completion.status_code != 200:
             return False, f"one-token completion answered {completion.status_code}", False
+        return self._probe_proxy(timeout(10))
+
+    def _probe_proxy(self, timeout: float) -> tuple[bool, str, bool]:
+        """Whether the proxy forwards a request with the pipeline's key to the model."""
+        if self.kind != "launchd" and not self.proxy_running():
+            return False, f"the proxy (Caddy) is not running; see {self.proxy_log()}", True
+        options = self.client_options()
+        try:
+            response = requests.get(
+                f"{self.url()}/v1/models",
+                headers={"Authorization": f"Bearer {options['api_key']}"},
+                verify=options["verify"],
+                timeout=timeout,
+            )
+        except requests.exceptions.SSLError as exc:
+            return False, f"the proxy's TLS certificate is not trusted: {exc}", True
+        except requests.RequestException as exc:
+            return False, f"GET {self.url()}/v1/models failed: {type(exc).__name__}", False
+        if response.status_code != 200:
+            return False, f"the proxy answered {response.status_code} to the pipeline's key", False
         return True, "ready", False
 
     def _check_kind(self) -> None:
@@ -599,33 +877,38 @@ class ModelServerResource(dg.ConfigurableResource):
                 f"model server kind {self.kind!r} is not known: set kind to managed or launchd"
             )
 
-    def _read_pid_file(self) -> dict[str, Any] | None:
+    def _read_pid_file(self, path: Path | None = None) -> dict[str, Any] | None:
+        pid_file = path or self.pid_file()
         try:
-            record = json.loads(self.pid_file().read_text("utf-8"))
+            record = json.loads(pid_file.read_text("utf-8"))
             pid = int(record["pid"])
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
             # Not ours to trust; a pid file is only ever written whole (os.replace).
-            self.pid_file().unlink(missing_ok=True)
+            pid_file.unlink(missing_ok=True)
             return None
         return {**record, "pid": pid}
 
     def _wait_port_free(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while port_in_use(self.host, self.port):
+        port = self.backend_port()
+        while port_in_use("127.0.0.1", port):
             if time.monotonic() > deadline:
                 raise ModelServerError(
-                    f"port {self.port} still answers {timeout:g} s after stopping the model "
-                    f"server at {self.url()}: find the process with `lsof -i :{self.port}`"
+                    f"port {port} still answers {timeout:g} s after stopping the model "
+                    f"server at {self.model_url()}: find the process with `lsof -i :{port}`"
                 )
             time.sleep(0.2)
 
     def _launchd_args(self) -> tuple[int, str, str]:
         return os.getuid(), self.launchd_label, str(Path(self.launchd_plist).expanduser())
 
-    def _launchd_loaded(self) -> bool:
-        (command,) = launchctl_commands("status", *self._launchd_args())
+    def _launchd_proxy_args(self) -> tuple[int, str, str]:
+        return os.getuid(), self.proxy_label(), str(self.proxy_plist_path())
+
+    def _launchd_loaded(self, args: tuple[int, str, str] | None = None) -> bool:
+        (command,) = launchctl_commands("status", *(args or self._launchd_args()))
         return self._run(command).returncode == 0
 
     def _wait_unloaded(self, timeout: float) -> None:
@@ -650,8 +933,9 @@ class ModelServerResource(dg.ConfigurableResource):
         ):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def _launchd_status(self) -> ServerStatus:
-        (command,) = launchctl_commands("status", *self._launchd_args())
+    def _launchd_status(self, label: str | None = None) -> ServerStatus:
+        args = self._launchd_args() if label is None else self._launchd_proxy_args()
+        (command,) = launchctl_commands("status", *args)
         proc = self._run(command)
         service = command[-1]
         if proc.returncode != 0:
@@ -753,6 +1037,11 @@ def _process_command(pid: int) -> str | None:
 def _is_server_process(pid: int) -> bool:
     """Whether `pid` is a live mlx-lm server: a pid file can outlive its process, and the pid
     can have been reused by an unrelated process since, which must not be signalled."""
+    return _is_process(pid, "mlx_lm")
+
+
+def _is_process(pid: int, marker: str) -> bool:
+    """Whether `pid` is alive and its command line names `marker` (see _is_server_process)."""
     if not _alive(pid):
         return False
     if pid in _CHILDREN:
@@ -765,7 +1054,7 @@ def _is_server_process(pid: int) -> bool:
     while command == "" and _main_thread_state(pid) != "Z" and time.monotonic() < deadline:
         time.sleep(0.05)
         command = _process_command(pid)
-    return not command or "mlx_lm" in command
+    return not command or marker in command
 
 
 def _main_thread_state(pid: int) -> str:
