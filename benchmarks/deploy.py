@@ -32,7 +32,10 @@ from coder_assets.core.generation import InProcessGenerator  # noqa: E402
 from coder_assets.core.release import ReleaseTarget, release_adapter  # noqa: E402
 from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs  # noqa: E402
 from coder_assets.resources import waterdeep_host  # noqa: E402
-from coder_assets.resources.deployment import AdapterDeploymentResource  # noqa: E402
+from coder_assets.resources.deployment import (  # noqa: E402
+    AdapterDeploymentResource,
+    AdapterReleaseResource,
+)
 from coder_assets.resources.service import ModelServerResource  # noqa: E402
 from coder_assets.resources.waterdeep import WaterdeepResource  # noqa: E402
 
@@ -75,6 +78,12 @@ def main() -> None:
         )
         waterdeep = WaterdeepResource(**waterdeep_host(), lock_file=str(root / "lock"))
         deployment = AdapterDeploymentResource(deploy_dir=str(root / "deployed"), keep_versions=50)
+        adapter_repo = AdapterReleaseResource(
+            remote=str(root / "releases-deploy.git"),
+            work_dir=str(root / "release-work"),
+            create_local_remote=True,
+            lfs="never",
+        )
 
         def deploy(version: str, source: Path, fingerprint: Fingerprint) -> None:
             files = {
@@ -91,10 +100,12 @@ def main() -> None:
                         "files": files,
                         "manifest": {},
                     },
-                    eval_scores={"fingerprint": fingerprint.to_dict()},
+                    eval_scores={"fingerprint": fingerprint.to_dict(), "adapter_files": files},
                     waterdeep=waterdeep,
                     model_server=server,
                     adapter_deployment=deployment,
+                    adapter_repo=adapter_repo,
+                    mlflow_tracking=None,
                 )
 
         def failing(version: str, source: Path, fingerprint: Fingerprint) -> None:
@@ -124,6 +135,7 @@ def main() -> None:
                     tuple(prompts), base, outputs(InProcessGenerator(model, source), prompts)
                 )
                 version = f"v{repeat}"
+                adapter_repo.release(source, {"adapter_version": version})
                 rows.setdefault("deploy (install, swap, restart, smoke test)", []).append(
                     timed(deploy, version, source, fingerprint)
                 )
@@ -139,7 +151,7 @@ def main() -> None:
                 (garbled / "adapters.safetensors").write_bytes(
                     (other / "adapters.safetensors").read_bytes()
                 )
-
+                adapter_repo.release(garbled, {"adapter_version": f"bad{repeat}"})
                 rows.setdefault("failed deploy + rollback, verified", []).append(
                     timed(failing, f"bad{repeat}", garbled, fingerprint)
                 )
