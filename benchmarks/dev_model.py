@@ -121,9 +121,14 @@ def main() -> int:
             print(f"  the cached build {cached.name[:12]}: {'identical' if same else 'DIFFERENT'}")
         print(
             f"  {info.get('parameters', 0):,} parameters, {weights.stat().st_size / 1e6:.1f} MB "
-            f"weights, built in {info.get('build_seconds')} s ({info.get('train_seconds')} s "
-            f"training, {info.get('trained_tokens', 0):,} tokens, loss {info.get('first_loss')} "
-            f"→ {info.get('final_loss')})"
+            f"weights, built in {info.get('build_seconds')} s, {info.get('build_cpu_seconds')} s "
+            f"CPU ({info.get('train_seconds')} s training, {info.get('trained_tokens', 0):,} "
+            f"tokens, loss {info.get('first_loss')} → {info.get('final_loss')})"
+        )
+        print(
+            f"  corpus: {info.get('corpus_files', 0):,} files, {info.get('corpus_chars', 0):,} "
+            f"characters, of them {info.get('corpus_text_files', 0):,} text files (not Python), "
+            f"{info.get('corpus_text_chars', 0):,} characters"
         )
         base = _evaluate("base", model, None, data, root / "eval-base")
         rows = [("base", base, None)]
