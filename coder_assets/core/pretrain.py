@@ -4,13 +4,8 @@ on the running interpreter's standard library, so that it completes code.
 The embedded default (the demo) and the end-to-end tests evaluate, gate and serve a base model;
 when that model is random, every completion is noise and the gate decides on nothing. Every
 machine with Python has a few megabytes of real code: the standard library's `*.py` files (tests,
-IDLE, tkinter, lib2to3 and site-packages left out), and next to them a few hundred kilobytes of
-other text that every CPython 3.11 tree ships: configuration (`.def`, `.cfg`, `.toml`), data
-(`.json`, `.xml`, mail messages), release notes and READMEs (`TEXT_SUFFIXES`; tables of numbers
-left out). Repositories hold more than Python, and a model that has only seen Python answers a
-YAML or Markdown prompt with Python comments; a share of the examples (`text_rate`) comes from
-that text. `build_trained_dev_model` trains the dev model's tokenizer on all of it, then the
-model itself, for a few minutes on two CPU cores:
+IDLE, tkinter, lib2to3 and site-packages left out). `build_trained_dev_model` trains the dev
+model's tokenizer on them, then the model itself, for a few minutes on two CPU cores:
 
 - plain next-token prediction on chunks of the source, and
 - fill-in-the-middle in Qwen's PSM format on the same kind of chunks
@@ -63,7 +58,7 @@ from coder_assets.core.dev_model import (
 from coder_assets.core.errors import CoderAssetsError
 
 # Bump when a change to this module changes what a build produces: it is part of the cache key.
-PRETRAIN_CODE_VERSION = "2"
+PRETRAIN_CODE_VERSION = "1"
 CACHE_ENV = "CODER_ASSETS_DEV_MODEL_CACHE"
 BUILD_INFO_FILE = "dev_model_build.json"  # not a versioned file: build time differs per machine
 
@@ -83,19 +78,6 @@ _EXCLUDED_TOP = frozenset(
     }
 )
 _EXCLUDED_PARTS = frozenset({"test", "tests", "__pycache__"})
-# The standard library's other text: data, configuration and documentation files that every
-# CPython 3.11 installation ships (INI-style `.def` and `.cfg`, TOML, JSON, XML, plain text with
-# `Key: value` headers, release notes and lists), from anywhere in the tree but the folders
-# below. decimal's `.decTest` files (4 MB of arithmetic cases) are left out on purpose.
-TEXT_SUFFIXES = frozenset({".txt", ".toml", ".json", ".xml", ".def", ".cfg", ".ini", ".rst"})
-_TEXT_EXCLUDED_TOP = frozenset(
-    {"site-packages", "dist-packages", "config-3.11-x86_64-linux-gnu", "__pycache__"}
-)
-MAX_TEXT_FILE_CHARS = 200_000  # a larger data file is a table of numbers, not text to learn
-# Tables of test numbers (math's and cmath's test cases, float formats: half of the text by
-# size) teach a small model to answer every prompt with digits; a file with a larger share of
-# digits than this is left out.
-MAX_TEXT_DIGIT_SHARE = 0.25
 MAX_FIM_LINES = 8
 
 
@@ -127,7 +109,6 @@ class PretrainConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.01
     fim_rate: float = 0.5  # fraction of examples in FIM form
-    text_rate: float = 0.3  # fraction of examples from the non-Python text files
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -136,11 +117,8 @@ class PretrainConfig:
                 f"PretrainConfig needs steps ≥ 1, batch_size ≥ 1 and seq_length ≥ 16, got "
                 f"{self.steps}, {self.batch_size} and {self.seq_length}"
             )
-        for name in ("fim_rate", "text_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise PretrainError(
-                    f"PretrainConfig.{name} must be in [0, 1], got {getattr(self, name)}"
-                )
+        if not 0.0 <= self.fim_rate <= 1.0:
+            raise PretrainError(f"PretrainConfig.fim_rate must be in [0, 1], got {self.fim_rate}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,47 +130,24 @@ class SourceFile:
     text: str
 
 
-def stdlib_sources(root: Path | None = None, *, text: bool = True) -> list[SourceFile]:
-    """The standard library's Python source files (tests and the folders in `_EXCLUDED_TOP` left
-    out), then with `text` its other text files (`TEXT_SUFFIXES`, test data included, at most
-    `MAX_TEXT_FILE_CHARS` each, no tables of numbers), each group sorted by path. `root`: the
-    folder, default the running interpreter's."""
+def stdlib_sources(root: Path | None = None) -> list[SourceFile]:
+    """The standard library's Python source files, sorted by path (tests and the folders in
+    `_EXCLUDED_TOP` left out). `root`: the folder, default the running interpreter's."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
     files = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         if rel.parts[0] in _EXCLUDED_TOP or _EXCLUDED_PARTS.intersection(rel.parts[:-1]):
             continue
-        content = _read_text(path)
-        if content.strip():
-            files.append(SourceFile(rel.as_posix(), content))
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.strip():
+            files.append(SourceFile(rel.as_posix(), text))
     if not files:
         raise PretrainError(f"no Python source files under {root}: cannot pretrain the dev model")
-    if text:
-        for path in sorted(p for p in root.rglob("*") if p.suffix in TEXT_SUFFIXES):
-            rel = path.relative_to(root)
-            if rel.parts[0] in _TEXT_EXCLUDED_TOP or not path.is_file():
-                continue
-            content = _read_text(path)
-            if content.strip() and len(content) <= MAX_TEXT_FILE_CHARS and not _digits(content):
-                files.append(SourceFile(rel.as_posix(), content))
     return files
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _digits(text: str) -> bool:
-    """Whether `text` is mostly a table of numbers (see `MAX_TEXT_DIGIT_SHARE`)."""
-    return sum(char.isdigit() for char in text) > MAX_TEXT_DIGIT_SHARE * len(text)
-
-
-def is_python(source: SourceFile) -> bool:
-    return source.path.endswith(".py")
 
 
 def corpus_digest(sources: Sequence[SourceFile]) -> str:
@@ -265,7 +220,7 @@ def build_trained_dev_model(
     cache_key: str = "",
 ) -> Path:
     """Build the trained dev model into `out_dir` (written atomically by `build_dev_model`)."""
-    started, started_cpu = time.monotonic(), time.process_time()
+    started = time.monotonic()
     stats: dict[str, Any] = {}
 
     def trainer(model: Any, tokenizer: Any, token_id: dict[str, int]) -> None:
@@ -277,15 +232,11 @@ def build_trained_dev_model(
         "cache_key": cache_key,
         "corpus_files": len(sources),
         "corpus_chars": sum(len(source.text) for source in sources),
-        "corpus_text_files": sum(not is_python(source) for source in sources),
-        "corpus_text_chars": sum(len(source.text) for source in sources if not is_python(source)),
         "corpus_sha256": corpus_digest(sources),
         "config": config.to_dict(),
         "code_version": PRETRAIN_CODE_VERSION,
         **stats,
         "build_seconds": round(time.monotonic() - started, 1),
-        # CPU time of this process: the build's cost on a machine that other work shares.
-        "build_cpu_seconds": round(time.process_time() - started_cpu, 1),
     }
     (Path(out_dir) / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", "utf-8")
     return Path(out_dir)
@@ -317,8 +268,7 @@ def pretrain_examples(
     rng = random.Random(f"pretrain:{config.seed}")
     eos, pad = token_id[EOS_TOKEN], token_id[PAD_TOKEN]
     budget = config.seq_length - 8  # room for EOS, the FIM tokens and re-tokenized cut points
-    code: list[str] = []  # chunks of Python files
-    other: list[str] = []  # chunks of the other text files
+    chunks: list[str] = []
     encodings = tokenizer.encode_batch([source.text for source in sources])
     for source, encoding in zip(sources, encodings, strict=True):
         offsets = encoding.offsets
@@ -334,16 +284,11 @@ def pretrain_examples(
                         break
             text = source.text[offsets[start][0] : offsets[end - 1][1]]
             if text.strip():
-                (code if is_python(source) else other).append(text)
+                chunks.append(text)
             start = end
-    if not code and not other:
+    if not chunks:
         raise PretrainError("the pretraining corpus yields no chunks")
-    picked = []
-    for _ in range(count):
-        # Python chunks, and the share `text_rate` from the other text files when there are any.
-        use_other = bool(other) and (rng.random() < config.text_rate or not code)
-        pool = other if use_other else code
-        picked.append(pool[rng.randrange(len(pool))])
+    picked = [chunks[rng.randrange(len(chunks))] for _ in range(count)]
     texts = [_fim_form(text, rng) if rng.random() < config.fim_rate else text for text in picked]
     rows = np.full((count, config.seq_length + 1), pad, dtype=np.int32)
     for i, encoding in enumerate(tokenizer.encode_batch(texts)):
@@ -412,7 +357,7 @@ def pretrain(
     loss_and_grad = mx.value_and_grad(loss_fn)
     losses: list[float] = []
     tokens = 0
-    started, started_cpu = time.monotonic(), time.process_time()
+    started = time.monotonic()
     # One BLAS thread: the products are small, and two threads on a busy two-core machine run
     # ten times slower than one (OpenBLAS threads wait for each other); also the same
     # summation order everywhere.
@@ -441,7 +386,6 @@ def pretrain(
         "steps": config.steps,
         "trained_tokens": tokens,
         "train_seconds": round(time.monotonic() - started, 1),
-        "train_cpu_seconds": round(time.process_time() - started_cpu, 1),
         "first_loss": round(sum(first) / len(first), 4),
         "final_loss": round(sum(last) / len(last), 4),
         "parameters": sum(v.size for _, v in tree_flatten(params)),
