@@ -119,16 +119,15 @@ def main() -> int:
             cached = cached_dev_model()
             same = _weights_sha(cached) == _weights_sha(model)
             print(f"  the cached build {cached.name[:12]}: {'identical' if same else 'DIFFERENT'}")
+        # CPU seconds: what the build costs when other work shares the machine (builds before
+        # the build info recorded them show "?").
         print(
             f"  {info.get('parameters', 0):,} parameters, {weights.stat().st_size / 1e6:.1f} MB "
-            f"weights, built in {info.get('build_seconds')} s, {info.get('build_cpu_seconds')} s "
-            f"CPU ({info.get('train_seconds')} s training, {info.get('trained_tokens', 0):,} "
-            f"tokens, loss {info.get('first_loss')} → {info.get('final_loss')})"
-        )
-        print(
-            f"  corpus: {info.get('corpus_files', 0):,} files, {info.get('corpus_chars', 0):,} "
-            f"characters, of them {info.get('corpus_text_files', 0):,} text files (not Python), "
-            f"{info.get('corpus_text_chars', 0):,} characters"
+            f"weights, built in {info.get('build_seconds')} s wall, "
+            f"{info.get('build_cpu_seconds', '?')} s CPU ({info.get('train_seconds')} s training, "
+            f"{info.get('trained_tokens', 0):,} tokens, loss {info.get('first_loss')} → "
+            f"{info.get('final_loss')}); corpus {info.get('corpus_files', 0):,} files, "
+            f"{info.get('corpus_chars', 0):,} characters"
         )
         base = _evaluate("base", model, None, data, root / "eval-base")
         rows = [("base", base, None)]
