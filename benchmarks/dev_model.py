@@ -144,10 +144,8 @@ def main() -> int:
             if reference is not None:
                 decision = promotion_decision(reference, scores, None)
                 verdict = "promote" if decision.passed else "reject"
-                relative = scores["fim_edit_similarity"] / max(
-                    reference["fim_edit_similarity"], 1e-9
-                )
-                cells[1] += f" ({relative - 1:+.0%})"
+                new, old = scores["fim_edit_similarity"], reference["fim_edit_similarity"]
+                cells[1] += f" ({new / old - 1:+.0%})" if old > 0 else " (base 0)"
             he = f"{scores['humaneval_pass_at_1']:.3f}"
             print(f"| {label} | " + " | ".join(cells) + f" | {he} | {verdict} |")
         print(json.dumps({label: {m: s[m] for m in METRICS} for label, s, _ in rows}))
