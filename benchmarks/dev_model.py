@@ -119,11 +119,15 @@ def main() -> int:
             cached = cached_dev_model()
             same = _weights_sha(cached) == _weights_sha(model)
             print(f"  the cached build {cached.name[:12]}: {'identical' if same else 'DIFFERENT'}")
+        # CPU seconds: what the build costs when other work shares the machine (builds before
+        # the build info recorded them show "?").
         print(
             f"  {info.get('parameters', 0):,} parameters, {weights.stat().st_size / 1e6:.1f} MB "
-            f"weights, built in {info.get('build_seconds')} s ({info.get('train_seconds')} s "
-            f"training, {info.get('trained_tokens', 0):,} tokens, loss {info.get('first_loss')} "
-            f"→ {info.get('final_loss')})"
+            f"weights, built in {info.get('build_seconds')} s wall, "
+            f"{info.get('build_cpu_seconds', '?')} s CPU ({info.get('train_seconds')} s training, "
+            f"{info.get('trained_tokens', 0):,} tokens, loss {info.get('first_loss')} → "
+            f"{info.get('final_loss')}); corpus {info.get('corpus_files', 0):,} files, "
+            f"{info.get('corpus_chars', 0):,} characters"
         )
         base = _evaluate("base", model, None, data, root / "eval-base")
         rows = [("base", base, None)]
@@ -140,10 +144,8 @@ def main() -> int:
             if reference is not None:
                 decision = promotion_decision(reference, scores, None)
                 verdict = "promote" if decision.passed else "reject"
-                relative = scores["fim_edit_similarity"] / max(
-                    reference["fim_edit_similarity"], 1e-9
-                )
-                cells[1] += f" ({relative - 1:+.0%})"
+                new, old = scores["fim_edit_similarity"], reference["fim_edit_similarity"]
+                cells[1] += f" ({new / old - 1:+.0%})" if old > 0 else " (base 0)"
             he = f"{scores['humaneval_pass_at_1']:.3f}"
             print(f"| {label} | " + " | ".join(cells) + f" | {he} | {verdict} |")
         print(json.dumps({label: {m: s[m] for m in METRICS} for label, s, _ in rows}))

@@ -139,6 +139,7 @@ def test_same_seed_builds_identical_weights_and_pretraining_lowers_the_loss(
     info = build_info(first)
     assert info is not None and info["final_loss"] < info["first_loss"]
     assert info["steps"] == 12 and info["parameters"] > 0
+    assert info["build_cpu_seconds"] >= info["train_cpu_seconds"] > 0
 
     import mlx_lm
 
