@@ -149,7 +149,7 @@ def test_a_template_that_drops_an_argument_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = template_text().replace("<string>--port</string>", "")
-    monkeypatch.setattr(launchd, "template_text", lambda: broken)
+    monkeypatch.setattr(launchd, "template_text", lambda name=None: broken)
     with pytest.raises(LaunchdPlistError, match="does not say what was given"):
         render_plist(make_spec(tmp_path))
 

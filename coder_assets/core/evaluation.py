@@ -41,9 +41,9 @@ from coder_assets.core.generation import (
     CHAT_STOP,
     DEFAULT_BATCH_SIZE,
     FIM_STOP,
-    GenerationError,
     chat_tasks_from_records,
     fim_tasks_from_records,
+    mean_loss,
 )
 from coder_assets.core.humaneval import (
     ProblemResult,
@@ -391,21 +391,6 @@ def evaluate_model(
         "pair_test_loss": pair_loss,
         "cost": model.cost(),
     }
-
-
-def mean_loss(parts: Sequence[tuple[float, int]]) -> float:
-    """Summed NLL over predicted tokens, added up in order (as InProcessGenerator.loss does)."""
-    total = 0.0
-    count = 0
-    for nll, tokens in parts:
-        total += nll
-        count += tokens
-    if count == 0:
-        raise GenerationError(
-            "loss: no text with at least two tokens (EOS included) to predict; pass the "
-            "test split's texts"
-        )
-    return total / count
 
 
 def _has_completion(result: Mapping[str, Any]) -> bool:

@@ -423,17 +423,7 @@ class InProcessGenerator:
         validation loss is slightly off this number; on rows cut to max_seq_length both agree.)
         Raises `GenerationError` when no text has two tokens.
         """
-        total = 0.0
-        count = 0
-        for nll, tokens in self.text_losses(texts, max_seq_length):
-            total += nll
-            count += tokens
-        if count == 0:
-            raise GenerationError(
-                "loss: no text with at least two tokens (EOS included) to predict; pass the "
-                "test split's texts"
-            )
-        return total / count
+        return mean_loss(self.text_losses(texts, max_seq_length))
 
     def text_losses(
         self, texts: Iterable[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
@@ -619,3 +609,19 @@ def _check_request(max_tokens: int, stop: Sequence[str]) -> None:
         raise GenerationError(f"max_tokens={max_tokens!r}: must be a whole number ≥ 1")
     if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
         raise GenerationError(f"stop={stop!r}: must be a list of non-empty strings (e.g. FIM_STOP)")
+
+
+def mean_loss(parts: Iterable[tuple[float, int]]) -> float:
+    """The mean NLL per predicted token of `(summed NLL, predicted tokens)` parts, added up in
+    order. Raises `GenerationError` when no part predicts a token."""
+    total = 0.0
+    count = 0
+    for nll, tokens in parts:
+        total += nll
+        count += tokens
+    if count == 0:
+        raise GenerationError(
+            "loss: no text with at least two tokens (EOS included) to predict; pass the "
+            "test split's texts"
+        )
+    return total / count

@@ -95,20 +95,29 @@ def render_proxy_plist(spec: ProxyAgentSpec) -> str:
         "log_path": _absolute(spec.log_path, "log path"),
         "throttle_interval": str(spec.throttle_interval),
     }
-    text = string.Template(template_text(PROXY_TEMPLATE_NAME)).substitute(
-        {key: escape(value) for key, value in values.items()}
+    return _render_checked(PROXY_TEMPLATE_NAME, spec.label, values, arguments)
+
+
+def _render_checked(
+    template_name: str, label: str, values: dict[str, str], arguments: list[str], **raw: str
+) -> str:
+    """The template filled with the XML-escaped `values` (and `raw` XML fragments), parsed back
+    with plistlib and checked to carry `label` and exactly `arguments`."""
+    text = string.Template(template_text(template_name)).substitute(
+        {key: escape(value) for key, value in values.items()}, **raw
     )
     try:
         parsed = plistlib.loads(text.encode("utf-8"))
     except Exception as exc:  # plistlib raises expat, ValueError and InvalidFileException alike
         raise LaunchdPlistError(
-            f"the rendered launchd plist for {spec.label} is not a valid property list ({exc}): "
+            f"the rendered launchd plist for {label} is not a valid property list ({exc}): "
             f"a setting holds characters XML cannot carry; values: {values}"
         ) from exc
-    if parsed.get("ProgramArguments") != arguments or parsed.get("Label") != spec.label:
+    if parsed.get("ProgramArguments") != arguments or parsed.get("Label") != label:
         raise LaunchdPlistError(
-            f"the rendered launchd plist for {spec.label} does not say what was given: check "
-            f"the template {PROXY_TEMPLATE_NAME}"
+            f"the rendered launchd plist for {label} does not say what was given: "
+            f"ProgramArguments {parsed.get('ProgramArguments')} instead of {arguments}; check "
+            f"the template {template_name}"
         )
     return text
 
@@ -164,23 +173,7 @@ def render_plist(spec: AgentSpec) -> str:
         "log_path": _absolute(spec.log_path, "log path"),
         "throttle_interval": str(spec.throttle_interval),
     }
-    text = string.Template(template_text()).substitute(
-        {key: escape(value) for key, value in values.items()}, adapter_arguments=adapter
-    )
-    try:
-        parsed = plistlib.loads(text.encode("utf-8"))
-    except Exception as exc:  # plistlib raises expat, ValueError and InvalidFileException alike
-        raise LaunchdPlistError(
-            f"the rendered launchd plist for {spec.label} is not a valid property list ({exc}): "
-            f"a setting holds characters XML cannot carry; values: {values}"
-        ) from exc
-    if parsed.get("ProgramArguments") != arguments or parsed.get("Label") != spec.label:
-        raise LaunchdPlistError(
-            f"the rendered launchd plist for {spec.label} does not say what was given: "
-            f"ProgramArguments {parsed.get('ProgramArguments')} instead of {arguments}; check "
-            f"the template {TEMPLATE_NAME}"
-        )
-    return text
+    return _render_checked(TEMPLATE_NAME, spec.label, values, arguments, adapter_arguments=adapter)
 
 
 def plist_differs(path: Path, text: str) -> bool:
