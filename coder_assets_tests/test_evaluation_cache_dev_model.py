@@ -5,7 +5,6 @@ the cache while the new adapter (another digest) is generated."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from coder_assets.core.evaluation import (
     evaluate_model,
     promotion_decision,
 )
-from coder_assets.core.fim import format_fim
 from coder_assets.core.formatting import FormatConfig, render_pair
 from coder_assets.core.generation import (
     CHAT_STOP,
@@ -38,8 +36,8 @@ from coder_assets.core.training import (
     LoraSettings,
     train_lora,
 )
+from coder_assets_tests.dev_model_records import NAMES, code, fim_record, write_records
 
-NAMES = ["add", "scale", "clamp", "merge"]
 TRAIN = LoraSettings(
     rank=8,
     num_layers=4,
@@ -65,27 +63,6 @@ SETTINGS = EvalSettings(
 )
 
 
-def _code(i: int) -> str:
-    name = NAMES[i % len(NAMES)]
-    return (
-        f"def {name}(values):\n"
-        f"    total = 0\n"
-        f"    for value in values:\n"
-        f"        total += value * {i % len(NAMES) + 1}\n"
-        f"    return total\n"
-    )
-
-
-def _fim(i: int) -> str:
-    code = _code(i)
-    start, end = code.index("    for value"), code.index("    return")
-    return format_fim(code[:start], code[end:], code[start:end])
-
-
-def _write_records(path: Path, texts: list[str]) -> None:
-    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), "utf-8")
-
-
 def _zero_adapter(trained: Path, out: Path) -> Path:
     """The trained adapter with every `lora_b` zero: another digest, the base model's outputs."""
     out.mkdir()
@@ -102,14 +79,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory, trained_dev_model: Path) -> 
     tokenizer = load_model_tokenizer(trained_dev_model)
     config = FormatConfig(max_seq_length=256)
     chats = [
-        render_pair(tokenizer, f"Write {name}.", "", _code(i), config)
+        render_pair(tokenizer, f"Write {name}.", "", code(i), config)
         for i, name in enumerate(NAMES)
     ]
-    records = [_fim(i) for i in range(12)] + chats
+    records = [fim_record(i) for i in range(12)] + chats
     data = root / "data"
     data.mkdir()
-    _write_records(data / "train.jsonl", records)
-    _write_records(data / "valid.jsonl", records)
+    write_records(data / "train.jsonl", records)
+    write_records(data / "valid.jsonl", records)
     adapter = root / "adapter"
     train_lora(trained_dev_model, data, adapter, TRAIN)
     return {

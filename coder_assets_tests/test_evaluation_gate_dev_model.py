@@ -4,7 +4,6 @@ trained on the same records with their tokens shuffled, are rejected."""
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -14,7 +13,6 @@ import mlx.core as mx
 import pytest
 
 from coder_assets.core.evaluation import EvalSettings, evaluate_model, promotion_decision
-from coder_assets.core.fim import format_fim
 from coder_assets.core.generation import InProcessGenerator
 from coder_assets.core.training import (
     ADAPTER_CONFIG_FILE,
@@ -22,8 +20,7 @@ from coder_assets.core.training import (
     LoraSettings,
     train_lora,
 )
-
-NAMES = ["add", "scale", "clamp", "merge"]
+from coder_assets_tests.dev_model_records import fim_record, write_records
 
 # Trained on the test records themselves ("the test data's distribution"): the FIM middles are
 # memorised.
@@ -48,28 +45,6 @@ SETTINGS = EvalSettings(
     fim_max_tokens=24,
     max_seq_length=256,
 )
-
-
-def _code(i: int) -> str:
-    name = NAMES[i % len(NAMES)]
-    return (
-        f"def {name}(values):\n"
-        f"    total = 0\n"
-        f"    for value in values:\n"
-        f"        total += value * {i % len(NAMES) + 1}\n"
-        f"    return total\n"
-    )
-
-
-def _fim(i: int) -> str:
-    """A FIM record whose middle is the loop of `_code(i)`."""
-    code = _code(i)
-    start, end = code.index("    for value"), code.index("    return")
-    return format_fim(code[:start], code[end:], code[start:end])
-
-
-def _write_records(path: Path, texts: list[str]) -> None:
-    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), "utf-8")
 
 
 def _shuffled(texts: list[str], tokenizer: Any, seed: int) -> list[str]:
@@ -102,19 +77,19 @@ def summaries(
 ) -> dict[str, dict[str, Any]]:
     root = tmp_path_factory.mktemp("gate")
     model_dir = trained_dev_model
-    records = [_fim(i) for i in range(12)]
+    records = [fim_record(i) for i in range(12)]
     data = root / "data"
     data.mkdir()
-    _write_records(data / "train.jsonl", records)
-    _write_records(data / "valid.jsonl", records)
+    write_records(data / "train.jsonl", records)
+    write_records(data / "valid.jsonl", records)
     better = root / "better"
     train_lora(model_dir, data, better, BETTER)
     zero = _zero_adapter(better, root / "zero")
     noise = root / "noise"
     noise.mkdir()
     tokenizer = InProcessGenerator(model_dir).tokenizer
-    _write_records(noise / "train.jsonl", _shuffled(records, tokenizer, seed=1))
-    _write_records(noise / "valid.jsonl", _shuffled(records, tokenizer, seed=2))
+    write_records(noise / "train.jsonl", _shuffled(records, tokenizer, seed=1))
+    write_records(noise / "valid.jsonl", _shuffled(records, tokenizer, seed=2))
     harmful = root / "harmful"
     train_lora(model_dir, noise, harmful, BETTER)
 
