@@ -64,7 +64,9 @@ class EvalScoresConfig(dg.Config):
         ),
     )
 
-    def settings(self, max_seq_length: int) -> EvalSettings:
+    def settings(self, max_seq_length: int, context_tokens: int | None = None) -> EvalSettings:
+        """The evaluation's settings; `context_tokens`: the base model's context length (FIM
+        prompts longer than it, minus `fim_max_tokens`, are cut to fit)."""
         return EvalSettings(
             humaneval_problems=self.humaneval_problems,
             humaneval_max_tokens=self.humaneval_max_tokens,
@@ -75,6 +77,7 @@ class EvalScoresConfig(dg.Config):
             timeout=self.timeout_seconds,
             max_seq_length=max_seq_length,
             batch_size=self.batch_size,
+            context_tokens=context_tokens,
         )
 
 
@@ -137,8 +140,11 @@ def eval_scores(
             version = training_dataset["version"]
             data_dir = dataset_store.fetch(version, workspace.fetched_datasets_dir() / version)
             records, languages = _test_records(data_dir)
-            settings = config.settings(int(training_dataset["max_seq_length"]))
             model_dir = mlx_base_model.prepare()
+            settings = config.settings(
+                int(training_dataset["max_seq_length"]),
+                mlx_base_model.config().get("max_position_embeddings"),
+            )
             adapter_dir = Path(lora_adapter["path"])
             # What was evaluated, byte for byte: adapter_release refuses files that differ.
             evaluated_files = adapter_digests(adapter_dir)

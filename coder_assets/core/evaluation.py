@@ -43,6 +43,7 @@ from coder_assets.core.generation import (
     FIM_STOP,
     chat_tasks_from_records,
     fim_tasks_from_records,
+    fit_fim_task,
     mean_loss,
 )
 from coder_assets.core.humaneval import (
@@ -82,6 +83,9 @@ class EvalSettings:
     timeout: float = 10.0
     max_seq_length: int = 2048
     batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together; 1: one at a time
+    # The model's context (its config's max_position_embeddings): a FIM prompt is cut to this
+    # minus fim_max_tokens (core.generation.fit_fim_task). None: prompts are never cut.
+    context_tokens: int | None = None
 
 
 class Generator:
@@ -339,7 +343,23 @@ def evaluate_model(
     )
 
     fim = fim_tasks_from_records(test_records, limit=settings.fim_tasks, languages=languages)
-    say(f"{label}: {len(fim)} FIM tasks from the test split")
+    fim_cut = 0
+    if settings.context_tokens is not None:
+        budget = settings.context_tokens - settings.fim_max_tokens
+        whole = fim
+        fim = [
+            fit_fim_task(task, lambda text: len(model.tokenizer.encode(text)), budget)
+            for task in fim
+        ]
+        fim_cut = sum(fitted is not task for fitted, task in zip(fim, whole, strict=True))
+    say(
+        f"{label}: {len(fim)} FIM tasks from the test split"
+        + (
+            f", {fim_cut} cut to the model's context of {settings.context_tokens} tokens"
+            if fim_cut
+            else ""
+        )
+    )
     predictions = model.complete_many(
         "fim", [task.prompt for task in fim], settings.fim_max_tokens, FIM_STOP, batch
     )
@@ -379,6 +399,7 @@ def evaluate_model(
         "humaneval_problems": len(results),
         "humaneval_outcomes": outcomes(results),
         "fim_tasks": len(fim_rows),
+        "fim_prompts_cut": fim_cut,
         "fim_exact_match": float(fim_means.get("exact_match", float("nan"))),
         "fim_edit_similarity": float(fim_means.get("edit_similarity", float("nan"))),
         "fim_identifier_f1": float(fim_means.get("identifier_f1", float("nan"))),

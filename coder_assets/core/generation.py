@@ -175,6 +175,75 @@ def parse_fim_record(task_id: str, text: str, language: str | None = None) -> Fi
     return FimTask(task_id, prefix, suffix, middle, language, context)
 
 
+def fit_fim_task(task: FimTask, count_tokens: Callable[[str], int], budget: int) -> FimTask:
+    """`task` with a prompt of at most `budget` tokens (as `count_tokens` counts them): the
+    repository context goes first, then the prefix's lines farthest from the middle, then the
+    suffix's farthest lines; the suffix keeps up to a quarter of the room, or whatever the whole
+    prefix leaves. A line that alone does not fit loses its characters farthest from the middle.
+    The task itself (prompt within budget) when nothing has to go.
+
+    A model answers a prompt longer than the context it was trained on with noise; an editor
+    sends its model a window around the cursor for the same reason. Raises `GenerationError`
+    when not even the FIM tokens fit."""
+    if count_tokens(task.prompt) <= budget:
+        return task
+    bare = FimTask(task.task_id, "", "", task.reference, task.language)
+    fixed = count_tokens(bare.prompt)
+    if fixed > budget:
+        raise GenerationError(
+            f"FIM task {task.task_id}: a budget of {budget} tokens is smaller than the FIM "
+            f"tokens alone ({fixed}): raise the model's context or lower fim_max_tokens"
+        )
+    context = task.context if count_tokens(task.context) + fixed <= budget // 2 else ""
+    room = budget - count_tokens(FimTask("", "", "", "", None, context).prompt)
+    suffix_room = max(room // 4, room - count_tokens(task.prefix))
+    suffix = _lines_within(task.suffix, count_tokens, suffix_room, from_end=False)
+    prefix = _lines_within(task.prefix, count_tokens, room - count_tokens(suffix), from_end=True)
+    fitted = FimTask(task.task_id, prefix, suffix, task.reference, task.language, context)
+    # Token counts of the parts may differ from the whole's by a merge at a border.
+    while count_tokens(fitted.prompt) > budget and (fitted.prefix or fitted.suffix):
+        if fitted.prefix:
+            cut = fitted.prefix.find("\n") + 1 or len(fitted.prefix)
+            fitted = FimTask(
+                task.task_id, fitted.prefix[cut:], suffix, task.reference, task.language, context
+            )
+        else:
+            suffix = suffix[: suffix.rstrip("\n").rfind("\n") + 1]
+            fitted = FimTask(task.task_id, "", suffix, task.reference, task.language, context)
+    return fitted
+
+
+def _lines_within(
+    text: str, count_tokens: Callable[[str], int], budget: int, *, from_end: bool
+) -> str:
+    """The whole lines of `text` nearest the middle (its end when `from_end`, else its start)
+    that fit in `budget` tokens; the nearest line's nearest characters when it alone does not."""
+    lines = text.splitlines(keepends=True)
+    if from_end:
+        lines.reverse()
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        tokens = count_tokens(line)
+        if used + tokens > budget:
+            if not kept:  # the nearest line alone is too long: keep what fits of its near end
+                low, high = 0, len(line)
+                while low < high:
+                    middle = (low + high + 1) // 2
+                    piece = line[len(line) - middle :] if from_end else line[:middle]
+                    if count_tokens(piece) <= budget:
+                        low = middle
+                    else:
+                        high = middle - 1
+                kept.append(line[len(line) - low :] if from_end else line[:low])
+            break
+        kept.append(line)
+        used += tokens
+    if from_end:
+        kept.reverse()
+    return "".join(kept)
+
+
 def fim_tasks_from_records(
     records: Iterable[tuple[str, str]],
     limit: int | None = None,
