@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coder_assets.demo import sample_repos
 from coder_assets.demo.sample_repos import (
+    SAMPLE_REPO_FILES,
     SAMPLE_REPO_NAMES,
     SampleRepoError,
     commit_files,
@@ -367,3 +369,193 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_repo(tmp_path: Path) -> 
         create_sample_repos(tmp_path)
     assert (tmp_path / "homelab-flux" / "notes.txt").read_text() == "keep me\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------------------------
+# The folders the sample repos are built from (coder_assets/demo/sample_repo_files/)
+# --------------------------------------------------------------------------------------------
+
+STEP_HEADER = 'author = "Dana Example <dana@homelab.example>"\n'
+
+
+def write_step(
+    folder: Path, step: str, files: dict[str, bytes], manifest: str, *, day: int = 1
+) -> None:
+    """Write one commit of a sample repo folder: <step>.toml and the files in <step>/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{step}.toml").write_text(
+        f"date = 2024-05-{day:02d}T10:00:00+02:00\n{STEP_HEADER}{manifest}"
+    )
+    for relpath, data in files.items():
+        path = folder / step / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def build_folder(folder: Path, out: Path) -> Path:
+    """Build the sample repo `folder` holds at out/<folder name>, as create_sample_repos does."""
+    (repo,) = sample_repos._create([sample_repos._load_repo(folder, folder.name)], out)
+    return repo
+
+
+def small_repo(folder: Path) -> None:
+    """Two commits with the awkward kinds of file: executable, empty, CRLF, no newline at the
+    end, not UTF-8, dotfiles; the second deletes one and rewrites the executable."""
+    write_step(
+        folder,
+        "01-start",
+        {
+            "run.sh": b"#!/bin/sh\necho run\n",
+            "empty.txt": b"",
+            "windows.bat": b"@echo off\r\necho hi\r\n",
+            "no-newline.txt": b"last line",
+            "latin1.txt": b"caf\xe9\n",
+            ".gitignore": b"/bin/\n",
+            ".config/settings.yaml": b"a: 1\n",
+            "go.mod": b"module example\n\nrequire (\n\texample.com/x v1.2.3\n)\n",
+        },
+        'message = "Start"\nexecutable = ["run.sh"]\n\n[generated]\n"go.sum" = "go-sum"\n',
+    )
+    write_step(
+        folder,
+        "02-tidy",
+        {"run.sh": b"#!/bin/sh\necho run twice\n"},
+        "message = '''\nTidy up\n\nThe notes moved elsewhere.'''\ndelete = [\"empty.txt\"]\n",
+        day=2,
+    )
+
+
+def test_a_sample_repo_folder_becomes_commits_byte_for_byte_with_modes(tmp_path: Path) -> None:
+    small_repo(tmp_path / "src" / "demo")
+    repo = build_folder(tmp_path / "src" / "demo", tmp_path / "out")
+
+    first_commit = git(repo, "log", "-1", "--format=%an <%ae>|%ad|%cd|%s", "--date=iso", "HEAD^")
+    assert first_commit == (
+        "Dana Example <dana@homelab.example>|2024-05-01 10:00:00 +0200|"
+        "2024-05-01 10:00:00 +0200|Start"
+    )
+    assert git(repo, "log", "-1", "--format=%B") == "Tidy up\n\nThe notes moved elsewhere."
+    first = {
+        line.split("\t")[1]: line.split()[0]
+        for line in git(repo, "ls-tree", "-r", "HEAD^").splitlines()
+    }
+    assert first == {
+        ".config/settings.yaml": "100644",
+        ".gitignore": "100644",
+        "empty.txt": "100644",
+        "go.mod": "100644",
+        "go.sum": "100644",
+        "latin1.txt": "100644",
+        "no-newline.txt": "100644",
+        "run.sh": "100755",
+        "windows.bat": "100644",
+    }
+    # The executable bit outlives the rewrite of the second commit; the deletion happened.
+    assert git(repo, "ls-tree", "HEAD", "run.sh").split()[0] == "100755"
+    assert "empty.txt" not in tracked(repo)
+    assert git(repo, "status", "--porcelain") == ""
+    for relpath, data in {
+        "windows.bat": b"@echo off\r\necho hi\r\n",
+        "no-newline.txt": b"last line",
+        "latin1.txt": b"caf\xe9\n",
+        "run.sh": b"#!/bin/sh\necho run twice\n",
+    }.items():
+        blob = subprocess.run(
+            ["git", "cat-file", "blob", f"HEAD:{relpath}"], cwd=repo, capture_output=True
+        ).stdout
+        assert blob == data, relpath
+    assert git(repo, "cat-file", "blob", "HEAD^:empty.txt") == ""
+    go_sum = git(repo, "cat-file", "blob", "HEAD:go.sum").splitlines()
+    assert [line.split(" h1:")[0] for line in go_sum] == [
+        "example.com/x v1.2.3",
+        "example.com/x v1.2.3/go.mod",
+    ]
+
+
+def test_modes_on_disk_and_tool_leftovers_do_not_change_the_commits(tmp_path: Path) -> None:
+    small_repo(tmp_path / "clean" / "demo")
+    small_repo(tmp_path / "used" / "demo")
+    used = tmp_path / "used" / "demo"
+    (used / "01-start" / "no-newline.txt").chmod(0o755)
+    (used / "01-start" / "run.sh").chmod(0o644)
+    (used / "01-start" / "src" / "__pycache__").mkdir(parents=True)
+    (used / "01-start" / "src" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    (used / "02-tidy" / ".ruff_cache").mkdir()
+    (used / "02-tidy" / ".ruff_cache" / "CACHEDIR.TAG").write_text("Signature: 8a477f59\n")
+    (used / "02-tidy" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (used / "__pycache__").mkdir()
+
+    clean = build_folder(tmp_path / "clean" / "demo", tmp_path / "out-clean")
+    built = build_folder(used, tmp_path / "out-used")
+
+    assert git(built, "rev-list", "HEAD") == git(clean, "rev-list", "HEAD")
+
+
+def test_sample_repos_are_built_from_the_package_folders() -> None:
+    """Every sample repo has a folder, and nothing else in the folders is read."""
+    assert sorted(p.name for p in SAMPLE_REPO_FILES.iterdir() if p.is_dir()) == sorted(
+        SAMPLE_REPO_NAMES
+    )
+
+
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (lambda f: (f / "02-tidy.toml").unlink(), r"missing \['02-tidy.toml'\]"),
+        (lambda f: (f / "02-tidy.toml").rename(f / "03-tidy.toml"), "misnumbered"),
+        (lambda f: (f / "notes.txt").write_text("x"), "unexpected .*notes.txt"),
+        (lambda f: (f / "01-start" / "link").symlink_to("run.sh"), "symbolic link"),
+        (lambda f: append(f / "02-tidy.toml", "tags = []\n"), "unknown key.*tags"),
+        (lambda f: replace(f / "02-tidy.toml", "+02:00", ""), "`date` must be"),
+        (lambda f: replace(f / "02-tidy.toml", " <dana@", " dana@"), "`author` must"),
+        (lambda f: replace(f / "02-tidy.toml", "'''\nTidy", "'''\n\nTidy\n"), None),
+        (lambda f: replace(f / "02-tidy.toml", '"empty.txt"', '"gone.txt"'), "'gone.txt'.*no such"),
+        (lambda f: replace(f / "01-start.toml", '"go-sum"', '"go-mod"'), "unknown generator"),
+        (lambda f: replace(f / "01-start.toml", "run.sh", "../run.sh"), "refusing path"),
+        (lambda f: replace(f / "02-tidy.toml", "message", "messages"), "unknown key"),
+        (lambda f: append(f / "02-tidy.toml", "= broken"), "cannot read the commit"),
+    ],
+)
+def test_a_bad_sample_repo_folder_is_refused_naming_what_to_fix(
+    tmp_path: Path, plant, message: str | None
+) -> None:
+    folder = tmp_path / "demo"
+    small_repo(folder)
+    plant(folder)
+    if message is None:  # a harmless variation that must still load
+        build_folder(folder, tmp_path / "out")
+        return
+    with pytest.raises(SampleRepoError, match=message):
+        build_folder(folder, tmp_path / "out")
+    assert not (tmp_path / "out" / "demo").exists()
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def test_every_sample_repo_file_is_package_data() -> None:
+    """pyproject.toml's package-data globs, expanded as setuptools does, find every file of the
+    sample repos' folders (dotfiles included), so an installed package builds the same SHAs."""
+    import glob
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["coder_assets"]
+    shipped = {
+        Path(path)
+        for pattern in patterns
+        for path in glob.glob(str(root / "coder_assets" / pattern), recursive=True)
+        if Path(path).is_file()
+    }
+    files = {path for path in SAMPLE_REPO_FILES.rglob("*") if path.is_file()}
+    files = {path for path in files if not any(sample_repos._ignored(p) for p in path.parents)}
+    assert any(path.name.startswith(".") for path in files)
+    assert sorted(files - shipped) == []

@@ -25,8 +25,9 @@ holds each file as it is after that commit, so comparing two step folders shows 
 was made. The few files that are generated or binary (go.sum, the protobuf Go code, a PNG) are
 built by the generators below, named in the commit's `[generated]` table. File modes come from
 the `executable` lists only (never from the mode a file has on disk), so a checkout or an install
-that loses or adds permission bits still builds the same commits; `__pycache__` folders, which
-installing the package may write next to the sample Python files, are ignored.
+that loses or adds permission bits still builds the same commits. What tools leave behind in
+the folders is ignored: `__pycache__` (installing the package compiles the sample Python files),
+cache folders tagged with a CACHEDIR.TAG (ruff, pytest) and macOS's `.DS_Store`.
 
 `commit_files` adds further commits to a working repository (tests, and the README's "make a
 change and watch the sensor" walkthrough).
@@ -272,11 +273,17 @@ def _build(spec: _RepoSpec, target: Path) -> None:
 _STEP_NAME = re.compile(r"^(?P<number>\d{2})-[a-z0-9][a-z0-9-]*$")
 _AUTHOR = re.compile(r"^(?P<name>[^<>]*[^<>\s]) <(?P<email>[^<>\s]+@[^<>\s]+)>$")
 _MANIFEST_KEYS = frozenset({"date", "author", "message", "delete", "executable", "generated"})
-_IGNORED_FOLDERS = frozenset({"__pycache__"})
 _STEP_FORMAT = (
     "each commit is <NN>-<name>.toml (date, author, message) with an optional <NN>-<name>/ "
     "folder of the files it adds or changes, numbered 01, 02, ... without gaps"
 )
+
+
+def _ignored(path: Path) -> bool:
+    """Whether `path` is something a tool left in the sample repos' folders (see the docstring)."""
+    if path.is_dir() and not path.is_symlink():
+        return path.name == "__pycache__" or (path / "CACHEDIR.TAG").is_file()
+    return path.name == ".DS_Store"
 
 
 def _step_files(folder: Path, *, name: str) -> dict[str, FileContent]:
@@ -285,15 +292,16 @@ def _step_files(folder: Path, *, name: str) -> dict[str, FileContent]:
     files: dict[str, FileContent] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_FOLDERS)
-        for entry in [*dirnames, *sorted(filenames)]:
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(here / d))
+        filenames = sorted(f for f in filenames if not _ignored(here / f))
+        for entry in [*dirnames, *filenames]:
             path = here / entry
-            if path.is_symlink():
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 raise SampleRepoError(
-                    f"{path} is a symbolic link; the sample repo {name!r} holds regular files "
-                    "only: replace it with the file itself"
+                    f"{path} is a symbolic link or a special file; the sample repo {name!r} "
+                    "holds regular files only: replace it with the file itself"
                 )
-        for filename in sorted(filenames):
+        for filename in filenames:
             relpath = (here / filename).relative_to(folder).as_posix()
             _check_relpath(relpath, name=name)
             data = (here / filename).read_bytes()
@@ -361,13 +369,13 @@ def _load_repo(folder: Path, name: str) -> _RepoSpec:
         )
     steps: dict[str, bool] = {}
     for entry in sorted(folder.iterdir()):
-        stem = entry.name.removesuffix(".toml") if entry.is_file() else entry.name
-        if entry.is_dir() and entry.name in _IGNORED_FOLDERS:
+        if _ignored(entry):
             continue
-        if entry.is_symlink() or not _STEP_NAME.match(stem):
+        is_toml = entry.is_file() and entry.suffix == ".toml"
+        stem = entry.name.removesuffix(".toml") if is_toml else entry.name
+        if entry.is_symlink() or not (is_toml or entry.is_dir()) or not _STEP_NAME.match(stem):
             raise SampleRepoError(f"unexpected {entry} in sample repo {name!r}: {_STEP_FORMAT}")
-        steps.setdefault(stem, False)
-        steps[stem] |= entry.is_file()
+        steps[stem] = steps.get(stem, False) or is_toml
     numbers = [int(_STEP_NAME.match(stem)["number"]) for stem in steps]
     missing = [f"{stem}.toml" for stem, has_toml in steps.items() if not has_toml]
     if missing or numbers != list(range(1, len(numbers) + 1)):
