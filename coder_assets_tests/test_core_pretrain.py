@@ -97,32 +97,6 @@ def test_stdlib_sources_leave_out_tests_and_other_packages(tmp_path: Path) -> No
     assert [s.path for s in stdlib_sources(tmp_path)] == ["json/encoder.py", "os.py"]
 
 
-def test_sources_lose_their_comments_and_keep_strings_and_docstrings(tmp_path: Path) -> None:
-    (tmp_path / "mod.py").write_text(
-        "#!/usr/bin/env python3\n"
-        "# Licensed to nobody.\n"
-        '"""Module docstring. # not a comment"""\n'
-        "value = 1  # one\n"
-        "def f():\n"
-        "    # the answer\n"
-        "    return '#' + \"# x\"\n"
-    )
-    (tmp_path / "broken.py").write_text("x = (  # unclosed\n")
-    sources = {s.path: s.text for s in stdlib_sources(tmp_path)}
-    assert sources["mod.py"] == (
-        '"""Module docstring. # not a comment"""\n'
-        "value = 1\n"
-        "def f():\n"
-        "    return '#' + \"# x\"\n"
-    )
-    assert sources["broken.py"] == "x = (  # unclosed\n"  # does not tokenize: kept as it is
-
-
-def test_the_model_context_is_the_pretraining_length() -> None:
-    assert PretrainConfig().model.max_position_embeddings == PretrainConfig().seq_length
-    assert replace(PretrainConfig(), seq_length=64).model.max_position_embeddings == 64
-
-
 def test_the_running_interpreters_stdlib_is_a_corpus_of_megabytes() -> None:
     sources = stdlib_sources()
     assert sum(len(s.text) for s in sources) > 2_000_000

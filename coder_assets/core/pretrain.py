@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import math
 import os
@@ -42,9 +41,8 @@ import shutil
 import sysconfig
 import tempfile
 import time
-import tokenize
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +119,6 @@ class PretrainConfig:
             )
         if not 0.0 <= self.fim_rate <= 1.0:
             raise PretrainError(f"PretrainConfig.fim_rate must be in [0, 1], got {self.fim_rate}")
-        # The model's context is what it was trained on: its config says so, and the evaluation
-        # cuts FIM prompts to it (longer prompts put positions it never saw before the answer).
-        if self.model.max_position_embeddings != self.seq_length:
-            object.__setattr__(
-                self, "model", replace(self.model, max_position_embeddings=self.seq_length)
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,33 +143,11 @@ def stdlib_sources(root: Path | None = None) -> list[SourceFile]:
             text = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        text = without_comments(text)
         if text.strip():
             files.append(SourceFile(rel.as_posix(), text))
     if not files:
         raise PretrainError(f"no Python source files under {root}: cannot pretrain the dev model")
     return files
-
-
-def without_comments(source: str) -> str:
-    """Python `source` without its `#` comments: a comment-only line is dropped, a trailing
-    comment cut off with the spaces before it; strings (docstrings too) are kept. Source that
-    does not tokenize comes back unchanged."""
-    cuts: dict[int, int] = {}  # line number → column where its comment starts
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type == tokenize.COMMENT:
-                cuts[token.start[0]] = token.start[1]
-    except (tokenize.TokenError, SyntaxError):
-        return source
-    lines = []
-    for number, line in enumerate(source.splitlines(keepends=True), start=1):
-        column = cuts.get(number)
-        if column is None:
-            lines.append(line)
-        elif line[:column].strip():
-            lines.append(line[:column].rstrip() + "\n")
-    return "".join(lines)
 
 
 def corpus_digest(sources: Sequence[SourceFile]) -> str:
