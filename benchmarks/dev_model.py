@@ -51,17 +51,18 @@ def _evaluate(label: str, model: Path, adapter: Path | None, data: Path, out: Pa
     from coder_assets.demo.run import DEMO_EVAL_CONFIG
 
     records, languages = _test_records(data)
-    settings = _eval_settings(DEMO_EVAL_CONFIG)
+    settings = _eval_settings(DEMO_EVAL_CONFIG, model)
     return evaluate_model(
         label, InProcessGenerator(model, adapter), records, settings, out, languages=languages
     )
 
 
-def _eval_settings(config: dict):
+def _eval_settings(config: dict, model: Path):
     from coder_assets.assets.evaluation import EvalScoresConfig
 
     manifest_length = 2048
-    return EvalScoresConfig(**config).settings(manifest_length)
+    context = json.loads((model / "config.json").read_text("utf-8"))["max_position_embeddings"]
+    return EvalScoresConfig(**config).settings(manifest_length, context)
 
 
 def _train(model: Path, data: Path, out: Path) -> tuple[Path, float]:
