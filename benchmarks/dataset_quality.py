@@ -93,7 +93,7 @@ def percentile(values: list[int], q: float) -> int:
 
 
 def audit(dataset: Path, storage: Path, records_shown: int, seed: int) -> None:
-    from coder_assets.core.dataset_checks import cross_split_duplicates
+    from coder_assets.core.dataset.checks import cross_split_duplicates
 
     provenance = pq.read_table(dataset / "provenance.parquet").to_pylist()
     dropped = pq.read_table(dataset / "dropped.parquet").to_pylist()

@@ -1,5 +1,6 @@
-"""Near-dedup quality and speed: `coder_assets.core.dedup` against a plain `datasketch.MinHashLSH`
-(insert + query, no verification), side by side in one process on the same synthetic corpus.
+"""Near-dedup quality and speed: `coder_assets.core.dataset.dedup` against a plain
+`datasketch.MinHashLSH` (insert + query, no verification), side by side in one process on the same
+synthetic corpus.
 
     .venv/bin/python benchmarks/dedup.py [--samples 50000] [--seed 7]
 
@@ -28,7 +29,7 @@ from itertools import combinations
 
 from datasketch import MinHash, MinHashLSH
 
-from coder_assets.core.dedup import (
+from coder_assets.core.dataset.dedup import (
     DedupConfig,
     Sample,
     deduplicate,
@@ -236,8 +237,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|")
     rows_out = [
-        ("coder_assets.core.dedup (LSH + exact Jaccard)", ours_sig_s, ours_total_s, ours_pairs,
-         lambda x, y: result.clusters[x] == result.clusters[y]),
+        ("coder_assets.core.dataset.dedup (LSH + exact Jaccard)", ours_sig_s, ours_total_s,
+         ours_pairs, lambda x, y: result.clusters[x] == result.clusters[y]),
         ("datasketch MinHashLSH (insert + query)", base_sig_s, base_total_s, base_pairs,
          lambda x, y: base_clusters.find(x) == base_clusters.find(y)),
     ]  # fmt: skip

@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from coder_assets.assets.deployment import DeployedAdapterConfig, deployed_adapter  # noqa: E402
-from coder_assets.core.deploy import sha256_file  # noqa: E402
-from coder_assets.core.dev_model import build_dev_model, random_lora_adapter  # noqa: E402
-from coder_assets.core.generation import InProcessGenerator  # noqa: E402
-from coder_assets.core.release import ReleaseTarget, release_adapter  # noqa: E402
-from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs  # noqa: E402
+from coder_assets.core.deployment.release import ReleaseTarget, release_adapter  # noqa: E402
+from coder_assets.core.deployment.smoke import Fingerprint, FingerprintPrompt, outputs  # noqa: E402
+from coder_assets.core.evaluation.generation import InProcessGenerator  # noqa: E402
+from coder_assets.core.training.adapter_files import sha256_file  # noqa: E402
+from coder_assets.core.training.dev_model import build_dev_model, random_lora_adapter  # noqa: E402
 from coder_assets.resources import waterdeep_host  # noqa: E402
 from coder_assets.resources.deployment import (  # noqa: E402
     AdapterDeploymentResource,

@@ -46,8 +46,8 @@ def _dataset(home: Path) -> Path:
 
 def _evaluate(label: str, model: Path, adapter: Path | None, data: Path, out: Path) -> dict:
     from coder_assets.assets.evaluation import _test_records
-    from coder_assets.core.evaluation import evaluate_model
-    from coder_assets.core.generation import InProcessGenerator
+    from coder_assets.core.evaluation.evaluate import evaluate_model
+    from coder_assets.core.evaluation.generation import InProcessGenerator
     from coder_assets.demo.run import DEMO_EVAL_CONFIG
 
     records, languages = _test_records(data)
@@ -67,7 +67,7 @@ def _eval_settings(config: dict, model: Path):
 
 def _train(model: Path, data: Path, out: Path) -> tuple[Path, float]:
     from coder_assets.assets.training import LoraAdapterConfig
-    from coder_assets.core.training import train_lora
+    from coder_assets.core.training.lora import train_lora
     from coder_assets.demo.run import DEMO_TRAINING_CONFIG
 
     settings = LoraAdapterConfig(**DEMO_TRAINING_CONFIG).settings(2048)
@@ -89,9 +89,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="an existing model folder instead of the cache")
     args = parser.parse_args()
 
-    from coder_assets.core.dev_model import model_version
-    from coder_assets.core.evaluation import promotion_decision
-    from coder_assets.core.pretrain import (
+    from coder_assets.core.evaluation.evaluate import promotion_decision
+    from coder_assets.core.training.dev_model import model_version
+    from coder_assets.core.training.pretrain import (
         PretrainConfig,
         build_info,
         build_trained_dev_model,

@@ -184,7 +184,7 @@ def _train(model: Path, data: Path, out: Path) -> Path:
     import io
 
     from coder_assets.assets.training import LoraAdapterConfig
-    from coder_assets.core.training import train_lora
+    from coder_assets.core.training.lora import train_lora
     from coder_assets.demo.run import DEMO_TRAINING_CONFIG
 
     settings = LoraAdapterConfig(**DEMO_TRAINING_CONFIG).settings(2048)
@@ -203,10 +203,10 @@ def _evaluation(
 ) -> dict:
     """Evaluate `models` as eval_scores does; returns tokens, loads, seconds and summaries."""
     from coder_assets.assets.evaluation import _test_records
-    from coder_assets.core.dev_model import model_version
-    from coder_assets.core.eval_cache import ModelIdentity, adapter_content_digest
-    from coder_assets.core.evaluation import EvalModel, evaluate_model
-    from coder_assets.core.generation import InProcessGenerator, load_model_tokenizer
+    from coder_assets.core.evaluation.cache import ModelIdentity, adapter_content_digest
+    from coder_assets.core.evaluation.evaluate import EvalModel, evaluate_model
+    from coder_assets.core.evaluation.generation import InProcessGenerator, load_model_tokenizer
+    from coder_assets.core.training.dev_model import model_version
 
     records, languages = _test_records(data)
     started = time.perf_counter()
@@ -241,7 +241,7 @@ def _evaluation(
 
 
 def _throughput(model_dir: Path, prompts: list[str], max_tokens: int, stop) -> list[tuple]:
-    from coder_assets.core.generation import InProcessGenerator
+    from coder_assets.core.evaluation.generation import InProcessGenerator
 
     generator = InProcessGenerator(model_dir)
     rows = []
@@ -274,15 +274,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from coder_assets.assets.evaluation import EvalScoresConfig, _test_records
-    from coder_assets.core.eval_cache import EvalCache
-    from coder_assets.core.generation import (
+    from coder_assets.core.evaluation.cache import EvalCache
+    from coder_assets.core.evaluation.generation import (
         CHAT_STOP,
         FIM_STOP,
         fim_tasks_from_records,
         load_model_tokenizer,
     )
-    from coder_assets.core.humaneval import chat_messages, load_problems
-    from coder_assets.core.pretrain import cached_dev_model
+    from coder_assets.core.evaluation.humaneval import chat_messages, load_problems
+    from coder_assets.core.training.pretrain import cached_dev_model
 
     with tempfile.TemporaryDirectory(prefix="eval-cost-bench-") as tmp:
         root = Path(tmp)

@@ -5,7 +5,7 @@
 
 Setup (not timed): the dev model is built with its tokenizer trained on the demo sample repos'
 files, and a LoRA adapter is trained on FIM samples cut from the first half of those files
-(`core.fim.fim_samples_for_file`, no repository context). The prompts are FIM samples of the
+(`core.samples.fim.fim_samples_for_file`, no repository context). The prompts are FIM samples of the
 other half, up to `--prompts` of them.
 
 Timed, the way an evaluation would run:
@@ -40,15 +40,15 @@ from pathlib import Path
 
 import requests
 
-from coder_assets.core.dev_model import build_dev_model
-from coder_assets.core.fim import FimConfig, fim_samples_for_file
-from coder_assets.core.generation import (
+from coder_assets.core.evaluation.generation import (
     FimTask,
     InProcessGenerator,
     ServerGenerator,
     fim_tasks_from_records,
 )
-from coder_assets.core.training import LoraSettings, train_lora
+from coder_assets.core.samples.fim import FimConfig, fim_samples_for_file
+from coder_assets.core.training.dev_model import build_dev_model
+from coder_assets.core.training.lora import LoraSettings, train_lora
 from coder_assets.demo.sample_repos import sample_corpus
 
 MAX_FILE_CHARS = 4000  # keeps prompts within the adapter's training length

@@ -27,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coder_assets.core.dev_model import build_dev_model  # noqa: E402
+from coder_assets.core.training.dev_model import build_dev_model  # noqa: E402
 from coder_assets.resources.service import ModelServerResource, port_in_use  # noqa: E402
 
 CORPUS = [f"def f_{i}(x):\n    return x * {i}\n" for i in range(20)] * 10

@@ -1,5 +1,5 @@
-"""What `coder_assets.core.training.train_lora` costs on top of mlx-lm: tokens/s of `train_lora`
-against `python -m mlx_lm lora` on the same model, data and settings, side by side.
+"""What `coder_assets.core.training.lora.train_lora` costs on top of mlx-lm: tokens/s of
+`train_lora` against `python -m mlx_lm lora` on the same model, data and settings, side by side.
 
     .venv/bin/python benchmarks/train_overhead.py [--repeats 3] [--iters 60] [--lines 200]
         [--model DIR --data DIR] [--batch-size 1] [--num-layers 16] [--no-grad-checkpoint]
@@ -37,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from coder_assets.core.dev_model import DevModelConfig, build_dev_model
-from coder_assets.core.training import LoraSettings
+from coder_assets.core.training.dev_model import DevModelConfig, build_dev_model
+from coder_assets.core.training.lora import LoraSettings
 
 # mlx-lm's progress row: iteration, train loss and arrow, tok/s, trained tokens in thousands.
 REPORT_ROW = re.compile(r"^\s*(\d+)\s+(\d+\.\d+)\s+[▼▲]\s+([\d,]+)\s+(\d+\.\d)k\s*$")
@@ -148,7 +148,7 @@ def run_once(command: list[str]) -> dict[str, float]:
 
 def worker(paths_json: str, settings_json: str) -> None:
     """The `ours` process: one train_lora run, its result printed as one JSON line."""
-    from coder_assets.core.training import train_lora
+    from coder_assets.core.training.lora import train_lora
 
     paths = json.loads(paths_json)
     settings = LoraSettings(**json.loads(settings_json))

@@ -10,17 +10,17 @@ import pandas as pd
 from coder_assets.assets.dataset import dataset_splits
 from coder_assets.assets.evaluation import eval_scores
 from coder_assets.assets.samples import fim_samples, instruction_pairs
-from coder_assets.core import dataset_checks
-from coder_assets.core.dataset import (
+from coder_assets.core.dataset import checks as dataset_checks
+from coder_assets.core.dataset.build import (
     PROVENANCE_FILE,
     SPLIT_FILES,
     UNITS_FILE,
     read_manifest,
     read_table,
 )
-from coder_assets.core.decontam import Decontaminator, load_humaneval
-from coder_assets.core.fim import fim_documents
-from coder_assets.core.prepare import count_secret_findings
+from coder_assets.core.dataset.decontam import Decontaminator, load_humaneval
+from coder_assets.core.samples.fim import fim_documents
+from coder_assets.core.samples.prepare import count_secret_findings
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.mlx import BaseModelResource
 from coder_assets.resources.policy import PromotionPolicyResource

@@ -137,7 +137,7 @@ def _on_macos() -> bool:
 
 
 def _warn_binding(server: ModelServerResource) -> None:
-    from coder_assets.core.launchd import binding_warning
+    from coder_assets.core.deployment.launchd import binding_warning
 
     warning = binding_warning(server.host, server.port)
     if warning:
@@ -162,7 +162,7 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
             f"{server.status().detail}"
         )
         return 0
-    from coder_assets.core.host import WaterdeepBusyError
+    from coder_assets.core.deployment.host import WaterdeepBusyError
 
     try:
         lock = _take_waterdeep_lock(server, action, force=args.force)
@@ -182,7 +182,7 @@ def _server_action(server: ModelServerResource, args: argparse.Namespace) -> int
 
 def _keys(server: ModelServerResource, args: argparse.Namespace) -> int:
     """`coder-assets server keys add|revoke|list`: no waterdeep lock, the model is not touched."""
-    from coder_assets.core.proxy import add_key, read_keys, revoke_key
+    from coder_assets.core.deployment.proxy import add_key, read_keys, revoke_key
 
     path = server.keys_path()
     server.proxy_dir().mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def _keys(server: ModelServerResource, args: argparse.Namespace) -> int:
 def _take_waterdeep_lock(server: ModelServerResource, action: str, *, force: bool):
     """The waterdeep lock for `server ACTION`, or WaterdeepBusyError naming its holder; with
     `force`, None after logging whom it overrides."""
-    from coder_assets.core.host import WaterdeepBusyError, WaterdeepLock
+    from coder_assets.core.deployment.host import WaterdeepBusyError, WaterdeepLock
     from coder_assets.resources import waterdeep_lock_file
 
     lock = WaterdeepLock(Path(waterdeep_lock_file()), purpose=f"coder-assets server {action}")
@@ -263,7 +263,7 @@ def _lifecycle(server: ModelServerResource, args: argparse.Namespace) -> int:
 
 
 def _install(server: ModelServerResource, *, dry_run: bool, wait: bool) -> int:
-    from coder_assets.core.launchd import plist_differs
+    from coder_assets.core.deployment.launchd import plist_differs
 
     path = server.plist_path()
     if dry_run:

@@ -47,7 +47,12 @@ from dagster._core.executor.step_delegating import (
 from dagster._utils.error import SerializableErrorInfo
 
 from coder_assets.constants import HOST_TAG, WATERDEEP
-from coder_assets.core.host import HostExpectation, WaterdeepBusyError, WaterdeepLock, check_host
+from coder_assets.core.deployment.host import (
+    HostExpectation,
+    WaterdeepBusyError,
+    WaterdeepLock,
+    check_host,
+)
 
 TRANSPORTS = ("local", "ssh")
 # Settings a remote step worker needs from this side; values go over SSH's stdin, never argv.

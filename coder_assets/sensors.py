@@ -25,11 +25,11 @@ from coder_assets.constants import (
     SUPERSEDED_TAG,
     TRIGGER_TAG,
 )
-from coder_assets.core.changes import SensorCursor, plan_changes
+from coder_assets.core.deployment.window import MaintenanceWindow
 from coder_assets.core.errors import CoderAssetsError, SettingError
 from coder_assets.core.notify import failure_report
-from coder_assets.core.repos import partition_key_for
-from coder_assets.core.window import MaintenanceWindow
+from coder_assets.core.sources.changes import SensorCursor, plan_changes
+from coder_assets.core.sources.repos import partition_key_for
 from coder_assets.jobs import dataset_job, full_pipeline_job, repo_job, train_deploy_job
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.notify import FailureNotifierResource
@@ -513,7 +513,7 @@ maintenance_window_notice = build_window_notice_sensor(MAINTENANCE_WINDOW)
 def waterdeep_reclaim_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     from pathlib import Path
 
-    from coder_assets.core.host import WaterdeepBusyError
+    from coder_assets.core.deployment.host import WaterdeepBusyError
     from coder_assets.executor import reclaim_dead_run, take_run_lock
     from coder_assets.resources import run_lock_file
 

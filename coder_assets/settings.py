@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from coder_assets.core.errors import SettingError
-from coder_assets.core.window import (
+from coder_assets.core.deployment.window import (
     WINDOW_FORM,
     MaintenanceWindow,
     WindowFormatError,
     parse_window,
 )
+from coder_assets.core.errors import SettingError
 
 
 def _raw(name: str) -> str:
@@ -119,7 +119,8 @@ def timezone_setting(name: str, default: str = "UTC") -> str:
 
 
 def window_setting(name: str, timezone: str = "UTC") -> MaintenanceWindow | None:
-    """A maintenance window (coder_assets.core.window) in `timezone`, or None when unset."""
+    """A maintenance window (coder_assets.core.deployment.window) in `timezone`, or None when
+    unset."""
     raw = _raw(name)
     if not raw:
         return None

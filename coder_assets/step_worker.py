@@ -92,7 +92,7 @@ def terminate(pid_file: Path, grace: float = TERMINATE_GRACE_SECONDS) -> str:
 
 
 def guard(expectation: dict) -> list[str]:
-    from coder_assets.core.host import HostExpectation, check_host
+    from coder_assets.core.deployment.host import HostExpectation, check_host
 
     return check_host(HostExpectation(**expectation))
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from coder_assets.constants import COMMIT_SHA_TAG
-from coder_assets.core.pretrain import CACHE_ENV, cached_dev_model
+from coder_assets.core.training.pretrain import CACHE_ENV, cached_dev_model
 from coder_assets.resources.repos import RepoSourceResource
 from coder_assets.resources.service import ModelServerResource
 from coder_assets.resources.storage import ParquetIOManager, RepoMirrorsResource

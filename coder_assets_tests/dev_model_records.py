@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coder_assets.core.fim import format_fim
+from coder_assets.core.samples.fim import format_fim
 
 NAMES = ["add", "scale", "clamp", "merge"]
 

@@ -637,7 +637,7 @@ class Outcome:
 
 def evaluate(cases: list[Case]) -> list[Outcome]:
     """Redact each case on its own (a fresh Redactor: no token learnt from another case)."""
-    from coder_assets.core.secrets import Redactor, SecretScanner
+    from coder_assets.core.samples.secrets import Redactor, SecretScanner
 
     scanner = SecretScanner()
     outcomes = []

@@ -21,8 +21,8 @@ from coder_assets.assets.dataset import (
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.checks import DATASET_CHECKS
-from coder_assets.core.dataset import MANIFEST_FILE, SPLIT_FILES
-from coder_assets.core.dev_model import build_dev_model
+from coder_assets.core.dataset.build import MANIFEST_FILE, SPLIT_FILES
+from coder_assets.core.training.dev_model import build_dev_model
 from coder_assets.demo.sample_repos import create_sample_repos
 from coder_assets.resources.datasets import (
     LocalDatasetStoreResource,

@@ -20,11 +20,16 @@ import pytest
 import requests
 
 from coder_assets.assets.deployment import DeployedAdapterConfig, curl_command, deployed_adapter
-from coder_assets.core.deploy import ADAPTER_FILES, DeployDir, Links, sha256_file
-from coder_assets.core.dev_model import DevModelConfig, build_dev_model, random_lora_adapter
-from coder_assets.core.fim import format_fim
-from coder_assets.core.generation import InProcessGenerator
-from coder_assets.core.smoke import Fingerprint, FingerprintPrompt, outputs
+from coder_assets.core.deployment.deploy import DeployDir, Links
+from coder_assets.core.deployment.smoke import Fingerprint, FingerprintPrompt, outputs
+from coder_assets.core.evaluation.generation import InProcessGenerator
+from coder_assets.core.samples.fim import format_fim
+from coder_assets.core.training.adapter_files import ADAPTER_FILES, sha256_file
+from coder_assets.core.training.dev_model import (
+    DevModelConfig,
+    build_dev_model,
+    random_lora_adapter,
+)
 from coder_assets.resources import waterdeep_host
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.service import ModelServerResource
@@ -69,7 +74,7 @@ def _prompts(generator: InProcessGenerator) -> list[FingerprintPrompt]:
 
 def trimmed(outputs) -> tuple[str, ...]:
     """Outputs without what the server drops at the end and the smoke test ignores there (a
-    final whitespace token or the start of a stop token; see core.smoke.same)."""
+    final whitespace token or the start of a stop token; see core.deployment.smoke.same)."""
     return tuple(output.rstrip("<| \t\n") for output in outputs)
 
 
@@ -177,13 +182,13 @@ class Site:
         )
 
     def served(self) -> tuple[str, ...]:
-        from coder_assets.core.smoke import smoke_test
+        from coder_assets.core.deployment.smoke import smoke_test
 
         options = self.server.client_options()
         report = smoke_test(self.server.url(), str(self.model), None, **options)
         assert report.passed, report.failures()
         fingerprint = self.fingerprints["v1"]
-        from coder_assets.core.generation import DEFAULT_MODEL, ServerGenerator
+        from coder_assets.core.evaluation.generation import DEFAULT_MODEL, ServerGenerator
 
         with ServerGenerator(self.server.url(), DEFAULT_MODEL, **options) as server:
             return trimmed(

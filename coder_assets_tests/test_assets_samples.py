@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.checks import fim_samples_free_of_secrets, instruction_pairs_free_of_secrets
-from coder_assets.core.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
-from coder_assets.core.samples import PAIR_KINDS
+from coder_assets.core.samples.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from coder_assets.core.samples.records import PAIR_KINDS
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, create_sample_repos
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.resources.storage import read_parquet

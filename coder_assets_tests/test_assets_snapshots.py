@@ -11,7 +11,7 @@ import pytest
 
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.constants import COMMIT_SHA_TAG
-from coder_assets.core.repos import partition_key_for
+from coder_assets.core.sources.repos import partition_key_for
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.resources.storage import read_parquet

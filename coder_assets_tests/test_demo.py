@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from coder_assets.core.git import run_git
-from coder_assets.core.proxy import read_keys
+from coder_assets.core.deployment.proxy import read_keys
+from coder_assets.core.sources.git import run_git
 from coder_assets.demo.sample_repos import SAMPLE_REPO_NAMES, commit_files
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets_tests.conftest import Tick, requested_shas

@@ -18,8 +18,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from coder_assets.core.dev_model import build_dev_model
-from coder_assets.core.host import WaterdeepLock
+from coder_assets.core.deployment.host import WaterdeepLock
+from coder_assets.core.training.dev_model import build_dev_model
 from coder_assets.resources.mlx import dev_model_corpus
 from coder_assets_tests.conftest import REPO_ROOT, free_port, stop_server
 from coder_assets_tests.sshd_server import SshServer

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from coder_assets.assets.dataset import training_dataset
 from coder_assets.assets.snapshots import repo_snapshots
 from coder_assets.core.errors import SettingError
-from coder_assets.core.repos import partition_key_for
+from coder_assets.core.sources.repos import partition_key_for
 from coder_assets.resources import build_executor_config, build_resources, build_s3
 from coder_assets.resources.datasets import (
     DatasetStoreUnavailableError,

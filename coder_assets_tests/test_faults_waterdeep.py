@@ -36,7 +36,7 @@ def hold_lock(path: Path, purpose: str, run_id: str = "") -> subprocess.Popen[st
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from coder_assets.core.host import WaterdeepLock\n"
+        "from coder_assets.core.deployment.host import WaterdeepLock\n"
         "lock = WaterdeepLock(Path(sys.argv[1]), purpose=sys.argv[2], run_id=sys.argv[3])\n"
         "lock.acquire()\n"
         "print('held', flush=True)\n"

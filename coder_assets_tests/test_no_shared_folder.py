@@ -17,7 +17,7 @@ import pytest
 
 from coder_assets.assets.samples import fim_samples, instruction_pairs
 from coder_assets.assets.snapshots import repo_snapshots
-from coder_assets.core.repos import partition_key_for
+from coder_assets.core.sources.repos import partition_key_for
 from coder_assets.demo.sample_repos import create_sample_repos
 from coder_assets.resources.datasets import S3CompatibleResource, S3ParquetIOManager
 from coder_assets.resources.repos import LocalReposResource

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from coder_assets.core.dev_model import build_dev_model
-from coder_assets.core.proxy import add_key, parse_access_line, read_keys, revoke_key
+from coder_assets.core.deployment.proxy import add_key, parse_access_line, read_keys, revoke_key
+from coder_assets.core.training.dev_model import build_dev_model
 from coder_assets.resources.service import LOG_FILE, ModelServerResource, port_in_use
 from coder_assets_tests.conftest import free_port
 

@@ -15,7 +15,7 @@ from coder_assets.core.errors import (
     GitError,
     RepoSourceError,
 )
-from coder_assets.core.repos import RepoRef
+from coder_assets.core.sources.repos import RepoRef
 from coder_assets.resources.gitea import GiteaResource
 from coder_assets_tests.conftest import (
     GITEA_ORG,

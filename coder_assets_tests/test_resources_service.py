@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from coder_assets.core.dev_model import build_dev_model
+from coder_assets.core.training.dev_model import build_dev_model
 from coder_assets.resources.service import (
     LOG_FILE,
     PID_FILE,

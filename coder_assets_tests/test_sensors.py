@@ -23,8 +23,8 @@ from coder_assets.constants import (
     SUPERSEDED_TAG,
     TRIGGER_TAG,
 )
-from coder_assets.core.changes import SensorCursor
-from coder_assets.core.window import parse_window
+from coder_assets.core.deployment.window import parse_window
+from coder_assets.core.sources.changes import SensorCursor
 from coder_assets.resources.gitea import GiteaResource
 from coder_assets.resources.repos import LocalReposResource
 from coder_assets.schedules import weekly_refresh_schedule

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from coder_assets.assets import reported_as_failure
 from coder_assets.constants import DATASET_GROUP, OWNERS, SOURCES_GROUP
-from coder_assets.core.dataset import (
+from coder_assets.core.dataset.build import (
     DatasetConfig,
     DatasetError,
     SourceSample,
@@ -24,12 +24,12 @@ from coder_assets.core.dataset import (
     staging_dir,
     update_signatures,
 )
-from coder_assets.core.decontam import Decontaminator, load_humaneval
-from coder_assets.core.dedup import DedupConfig
-from coder_assets.core.formatting import FormatConfig
-from coder_assets.core.git import run_git
-from coder_assets.core.repos import parse_partition_key
-from coder_assets.core.splits import SPLITS, SplitConfig
+from coder_assets.core.dataset.decontam import Decontaminator, load_humaneval
+from coder_assets.core.dataset.dedup import DedupConfig
+from coder_assets.core.dataset.formatting import FormatConfig
+from coder_assets.core.dataset.splits import SPLITS, SplitConfig
+from coder_assets.core.sources.git import run_git
+from coder_assets.core.sources.repos import parse_partition_key
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.datasets import DatasetStoreResource, S3ParquetIOManager
 from coder_assets.resources.mlflow import MlflowTrackingResource

@@ -13,21 +13,21 @@ from pydantic import Field
 from coder_assets.assets import reported_as_failure
 from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
 from coder_assets.constants import DEPLOYMENT_GROUP
-from coder_assets.core.dataset import read_manifest
-from coder_assets.core.deploy import (
+from coder_assets.core.dataset.build import read_manifest
+from coder_assets.core.deployment.deploy import (
     FINGERPRINT_FILE,
     MANIFEST_FILE,
     DeployDir,
     DeploymentError,
     Links,
-    adapter_digests,
     digest_differences,
 )
-from coder_assets.core.downtime import add_downtime, downtime_of, mlflow_metrics
+from coder_assets.core.deployment.downtime import add_downtime, downtime_of, mlflow_metrics
+from coder_assets.core.deployment.proxy import PIPELINE_KEY_NAME
+from coder_assets.core.deployment.smoke import Fingerprint, SmokeReport, smoke_test
 from coder_assets.core.errors import CoderAssetsError
-from coder_assets.core.evaluation import SUMMARY_METRICS
-from coder_assets.core.proxy import PIPELINE_KEY_NAME
-from coder_assets.core.smoke import Fingerprint, SmokeReport, smoke_test
+from coder_assets.core.evaluation.evaluate import SUMMARY_METRICS
+from coder_assets.core.training.adapter_files import adapter_digests
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.deployment import AdapterDeploymentResource, AdapterReleaseResource
 from coder_assets.resources.mlflow import MlflowTrackingResource

@@ -13,20 +13,21 @@ from pydantic import Field
 from coder_assets.assets import reported_as_failure
 from coder_assets.assets.training import WATERDEEP_ASSET_SETTINGS
 from coder_assets.constants import EVALUATION_GROUP
-from coder_assets.core.dataset import PROVENANCE_FILE, read_table
-from coder_assets.core.deploy import FINGERPRINT_FILE, adapter_digests
-from coder_assets.core.downtime import add_downtime, downtime_of, mlflow_metrics
-from coder_assets.core.eval_cache import EvalCache, ModelIdentity, adapter_content_digest
-from coder_assets.core.evaluation import (
+from coder_assets.core.dataset.build import PROVENANCE_FILE, read_table
+from coder_assets.core.deployment.deploy import FINGERPRINT_FILE
+from coder_assets.core.deployment.downtime import add_downtime, downtime_of, mlflow_metrics
+from coder_assets.core.deployment.smoke import Fingerprint, fingerprint_prompts
+from coder_assets.core.evaluation.cache import EvalCache, ModelIdentity, adapter_content_digest
+from coder_assets.core.evaluation.evaluate import (
     EvalModel,
     EvalSettings,
     evaluate_model,
     summary_table,
     write_summary,
 )
+from coder_assets.core.evaluation.generation import DEFAULT_BATCH_SIZE
 from coder_assets.core.files import write_json_atomic
-from coder_assets.core.generation import DEFAULT_BATCH_SIZE
-from coder_assets.core.smoke import Fingerprint, fingerprint_prompts
+from coder_assets.core.training.adapter_files import adapter_digests
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -128,7 +129,7 @@ def eval_scores(
     for what is new. Per-problem results go to the adapter's `eval/` folder and MLflow; the
     promotion gate decides on them. How long the model server was down is recorded, with the
     run's total so far."""
-    from coder_assets.core.generation import (
+    from coder_assets.core.evaluation.generation import (
         InProcessGenerator,
         chat_tasks_from_records,
         fim_tasks_from_records,

@@ -14,25 +14,30 @@ from pydantic import Field
 from coder_assets.assets import reported_as_failure
 from coder_assets.assets.snapshots import mirror_with_commit
 from coder_assets.constants import OWNERS, SAMPLES_GROUP
-from coder_assets.core import extract_adr, extract_go, extract_python, extract_yaml
-from coder_assets.core.filters import FileFilterConfig, rejection_reason
-from coder_assets.core.fim import (
+from coder_assets.core.languages import language_of
+from coder_assets.core.samples import extract_adr, extract_go, extract_python, extract_yaml
+from coder_assets.core.samples.filters import FileFilterConfig, rejection_reason
+from coder_assets.core.samples.fim import (
     FimConfig,
     contains_special_tokens,
     escape_special_tokens,
     fim_documents,
     fim_samples_for_file,
 )
-from coder_assets.core.history import (
+from coder_assets.core.samples.history import (
     HistoryConfig,
     commit_changes,
     commit_instruction,
     review_hunks,
 )
-from coder_assets.core.languages import language_of
-from coder_assets.core.prepare import ManifestFile, PreparedFiles, SecretPolicy, prepare_files
-from coder_assets.core.quality import pair_quality
-from coder_assets.core.samples import (
+from coder_assets.core.samples.prepare import (
+    ManifestFile,
+    PreparedFiles,
+    SecretPolicy,
+    prepare_files,
+)
+from coder_assets.core.samples.quality import pair_quality
+from coder_assets.core.samples.records import (
     ExtractedPair,
     FimRecord,
     InstructionPair,

@@ -12,9 +12,9 @@ from pydantic import Field
 from coder_assets.assets import reported_as_failure
 from coder_assets.constants import COMMIT_SHA_TAG, OWNERS, SOURCES_GROUP, TRIGGER_TAG
 from coder_assets.core.errors import CoderAssetsError
-from coder_assets.core.git import commit_info, has_commit
-from coder_assets.core.manifest import ManifestConfig, build_manifest
-from coder_assets.core.repos import parse_partition_key
+from coder_assets.core.sources.git import commit_info, has_commit
+from coder_assets.core.sources.manifest import ManifestConfig, build_manifest
+from coder_assets.core.sources.repos import parse_partition_key
 from coder_assets.partitions import repo_partitions
 from coder_assets.resources.repos import RepoSourceResource
 from coder_assets.resources.storage import RepoMirrorsResource

@@ -13,8 +13,8 @@ from pydantic import Field
 from coder_assets.assets import reported_as_failure
 from coder_assets.assets.dataset import base_model
 from coder_assets.constants import HOST_TAG, OWNERS, TRAINING_GROUP, WATERDEEP
-from coder_assets.core.dataset import read_manifest
-from coder_assets.core.downtime import add_downtime, mlflow_metrics
+from coder_assets.core.dataset.build import read_manifest
+from coder_assets.core.deployment.downtime import add_downtime, mlflow_metrics
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -53,8 +53,8 @@ class LoraAdapterConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of mlx, numpy and data order.")
 
     def settings(self, max_seq_length: int):
-        # core.training imports mlx-lm (seconds): only when training, not on every code load.
-        from coder_assets.core.training import LoraSettings
+        # core.training.lora imports mlx-lm (seconds): only when training, not on every code load.
+        from coder_assets.core.training.lora import LoraSettings
 
         return LoraSettings(
             rank=self.rank,
@@ -191,7 +191,7 @@ def _train(
     model_server: ModelServerResource,
     workspace: WorkspaceResource,
 ) -> dg.MaterializeResult:
-    from coder_assets.core.training import (
+    from coder_assets.core.training.lora import (
         COMPLETION_MARKER,
         ProgressCallback,
         TrainingResult,

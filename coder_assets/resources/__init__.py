@@ -12,8 +12,8 @@ from typing import Any
 import dagster as dg
 
 from coder_assets.constants import coder_assets_home
-from coder_assets.core.deploy import LATEST_LINK
-from coder_assets.core.host import current_platform
+from coder_assets.core.deployment.deploy import LATEST_LINK
+from coder_assets.core.deployment.host import current_platform
 from coder_assets.executor import DEFAULT_FORWARD_ENV, RUN_LOCK_FILE
 from coder_assets.resources.datasets import (
     DEFAULT_S3_DEADLINE_SECONDS,

@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from coder_assets.core.deploy import DeployDir
-from coder_assets.core.git import GitHttp
+from coder_assets.core.deployment.deploy import DeployDir
+from coder_assets.core.sources.git import GitHttp
 
 
 class AdapterReleaseResource(dg.ConfigurableResource):
@@ -46,21 +46,21 @@ class AdapterReleaseResource(dg.ConfigurableResource):
     )
 
     def release(self, adapter_dir: Path, manifest: Mapping[str, Any]):
-        """Release the adapter in `adapter_dir` with `manifest`; returns core.release's
+        """Release the adapter in `adapter_dir` with `manifest`; returns core.deployment.release's
         ReleaseResult (already_released when the tag exists with the same files)."""
-        from coder_assets.core.release import release_adapter
+        from coder_assets.core.deployment.release import release_adapter
 
         return release_adapter(Path(adapter_dir), manifest, self._target(), Path(self.work_dir))
 
     def reject(self, version: str, reason: str) -> str:
         """Mark the released `version` rejected (tag `rejected/<tag>` with the reason); returns
         the tag."""
-        from coder_assets.core.release import reject_release
+        from coder_assets.core.deployment.release import reject_release
 
         return reject_release(version, reason, self._target(), Path(self.work_dir))
 
     def _target(self):
-        from coder_assets.core.release import ReleaseTarget
+        from coder_assets.core.deployment.release import ReleaseTarget
 
         headers = (f"Authorization: token {self.token}",) if self.token else ()
         return ReleaseTarget(

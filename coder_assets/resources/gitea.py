@@ -21,8 +21,8 @@ from coder_assets.core.errors import (
     GitError,
     RepoSourceError,
 )
-from coder_assets.core.git import FetchResult, GitHttp, fetch_mirror, redact
-from coder_assets.core.repos import RepoHead, RepoRef
+from coder_assets.core.sources.git import FetchResult, GitHttp, fetch_mirror, redact
+from coder_assets.core.sources.repos import RepoHead, RepoRef
 from coder_assets.resources.repos import RepoSourceResource
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The base model: an MLX model directory (production) or the dev model, pretrained locally on the
-interpreter's standard library (core.pretrain) and taken from the shared cache."""
+interpreter's standard library (core.training.pretrain) and taken from the shared cache."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from coder_assets.core.decontam import load_humaneval
-from coder_assets.core.dev_model import ModelDirectoryError, model_version
-from coder_assets.core.pretrain import cached_dev_model
+from coder_assets.core.dataset.decontam import load_humaneval
+from coder_assets.core.training.dev_model import ModelDirectoryError, model_version
+from coder_assets.core.training.pretrain import cached_dev_model
 
 PRODUCTION_BASE_MODEL = "~/.mlx-models/Qwen2.5-Coder-32B-Instruct-Q8"
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json")

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from coder_assets.core.evaluation import Decision, promotion_decision
+from coder_assets.core.evaluation.evaluate import Decision, promotion_decision
 
 
 class PromotionPolicyResource(dg.ConfigurableResource):

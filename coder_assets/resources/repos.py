@@ -10,8 +10,8 @@ import dagster as dg
 from pydantic import Field
 
 from coder_assets.core.errors import CoderAssetsError, RepoSourceError
-from coder_assets.core.git import FetchResult, fetch_mirror, local_head
-from coder_assets.core.repos import RepoFilterRule, RepoHead, RepoRef, select_repos
+from coder_assets.core.sources.git import FetchResult, fetch_mirror, local_head
+from coder_assets.core.sources.repos import RepoFilterRule, RepoHead, RepoRef, select_repos
 
 
 @dataclass(frozen=True)

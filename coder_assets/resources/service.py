@@ -4,12 +4,12 @@ Two kinds of service:
 - `managed`: a process this resource starts and stops itself, recorded in a pid file (Linux, the
   demo and tests; also usable on a Mac).
 - `launchd`: the macOS launchd agent that serves the model on waterdeep, driven with `launchctl`.
-  Its property list is rendered from the packaged template (core/launchd.py); `ensure_plist`
-  keeps the installed copy current and reloads a loaded agent when it changed.
+  Its property list is rendered from the packaged template (core/deployment/launchd.py);
+  `ensure_plist` keeps the installed copy current and reloads a loaded agent when it changed.
 
 The proxy: mlx_lm.server has no authentication, so it listens on 127.0.0.1:model_port only,
-and Caddy (core/proxy.py) listens on host:port, asks every request for a known API key and
-forwards it. Both are started, stopped, restarted and status-checked together: the managed kind
+and Caddy (core/deployment/proxy.py) listens on host:port, asks every request for a known API key
+and forwards it. Both are started, stopped, restarted and status-checked together: the managed kind
 keeps a second pid file for Caddy, the launchd kind a second agent (`<label>.proxy`). Adding
 or revoking a key rewrites Caddy's config and reloads Caddy; the model keeps running.
 
@@ -42,9 +42,7 @@ import dagster as dg
 import requests
 from pydantic import Field
 
-from coder_assets.core.errors import CoderAssetsError
-from coder_assets.core.files import write_json_atomic
-from coder_assets.core.launchd import (
+from coder_assets.core.deployment.launchd import (
     DEFAULT_LOG_PATH,
     DEFAULT_THROTTLE_SECONDS,
     AgentSpec,
@@ -54,7 +52,7 @@ from coder_assets.core.launchd import (
     render_plist,
     render_proxy_plist,
 )
-from coder_assets.core.proxy import (
+from coder_assets.core.deployment.proxy import (
     DEFAULT_MAX_BODY_BYTES,
     PIPELINE_KEY_NAME,
     ProxySpec,
@@ -66,6 +64,8 @@ from coder_assets.core.proxy import (
     redact,
     write_config,
 )
+from coder_assets.core.errors import CoderAssetsError
+from coder_assets.core.files import write_json_atomic
 from coder_assets.step_worker import default_termination_signals
 
 PID_FILE = "mlx-server.pid"

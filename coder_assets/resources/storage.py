@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from coder_assets.core.files import write_json_atomic
-from coder_assets.core.repos import partition_key_for
+from coder_assets.core.sources.repos import partition_key_for
 
 # DataFrame.attrs travel in the parquet schema metadata under this key.
 ATTRS_METADATA_KEY = b"coder_assets.attrs"
@@ -131,7 +131,8 @@ class WorkspaceResource(dg.ConfigurableResource):
         return Path(self.path).expanduser() / "adapters"
 
     def eval_cache_dir(self) -> Path:
-        """Evaluation results by content (core.eval_cache), kept across runs (on waterdeep)."""
+        """Evaluation results by content (core.evaluation.cache), kept across runs (on
+        waterdeep)."""
         return Path(self.path).expanduser() / "eval-cache"
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from coder_assets.core.host import HostExpectation, HostFacts, WaterdeepLock, require_host
+from coder_assets.core.deployment.host import (
+    HostExpectation,
+    HostFacts,
+    WaterdeepLock,
+    require_host,
+)
 
 
 class WaterdeepResource(dg.ConfigurableResource):

@@ -1,0 +1,1 @@
+"""Dataset stage: from per-repo samples to one deduplicated, split dataset version."""

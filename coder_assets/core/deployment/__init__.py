@@ -1,0 +1,1 @@
+"""Deployment stage: installing, publishing and serving an adapter on waterdeep."""

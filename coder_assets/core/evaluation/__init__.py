@@ -1,0 +1,1 @@
+"""Evaluation stage: generation, scoring, the evaluation cache and the gate."""

@@ -1,0 +1,1 @@
+"""Samples stage: instruction pairs and FIM samples from one snapshot's files."""

@@ -1,0 +1,1 @@
+"""Sources stage: repositories, their mirrors and the snapshot of one commit."""

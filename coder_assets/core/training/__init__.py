@@ -1,0 +1,1 @@
+"""Training stage: the dev model and LoRA fine-tuning through mlx-lm."""
