@@ -1,4 +1,30 @@
-"""The one wiring point of the coder_assets code location."""
+"""The one wiring point of the coder_assets code location.
+
+Each asset group is one pipeline stage, and one name leads to everything of it: the group's assets
+in `coder_assets/assets/`, their logic in the `coder_assets/core/` package of the group's name, and
+the tests of that package in `coder_assets_tests/core/` of the same name (asset-level tests beside
+them in `coder_assets_tests/`). Paths below are relative to those three folders.
+
+    group       assets                                        assets module   core package
+                tests
+    sources     repo_snapshots; base_model (in dataset.py)    snapshots.py    sources/
+                core/sources/, test_assets_snapshots.py
+    samples     instruction_pairs, fim_samples                samples.py      samples/
+                core/samples/, test_assets_samples.py
+    dataset     sample_signatures, dataset_splits,            dataset.py      dataset/
+                training_dataset
+                core/dataset/, test_assets_dataset.py
+    training    lora_adapter                                  training.py     training/
+                core/training/, test_executor.py (through the waterdeep executor)
+    evaluation  eval_scores                                   evaluation.py   evaluation/
+                core/evaluation/, test_executor.py
+    deployment  adapter_release, deployed_adapter             deployment.py   deployment/
+                core/deployment/, test_assets_deployment.py
+
+The asset checks are in `checks.py` (validators in `core/dataset/checks.py`), the sensors and
+schedules in `sensors.py` and `schedules.py`, the jobs in `jobs.py`, the resources in
+`resources/`; `coder_assets_tests/test_layout.py` keeps this map and the stage order true.
+"""
 
 from __future__ import annotations
 
