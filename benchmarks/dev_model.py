@@ -51,17 +51,18 @@ def _evaluate(label: str, model: Path, adapter: Path | None, data: Path, out: Pa
     from coder_assets.demo.run import DEMO_EVAL_CONFIG
 
     records, languages = _test_records(data)
-    settings = _eval_settings(DEMO_EVAL_CONFIG, model)
+    context = json.loads((model / "config.json").read_text("utf-8"))["max_position_embeddings"]
+    settings = _eval_settings(DEMO_EVAL_CONFIG, context)
     return evaluate_model(
         label, InProcessGenerator(model, adapter), records, settings, out, languages=languages
     )
 
 
-def _eval_settings(config: dict, model: Path):
+def _eval_settings(config: dict, context: int | None = None):
+    """eval_scores' settings for `config`; `context`: the base model's, as eval_scores reads it."""
     from coder_assets.assets.evaluation import EvalScoresConfig
 
     manifest_length = 2048
-    context = json.loads((model / "config.json").read_text("utf-8"))["max_position_embeddings"]
     return EvalScoresConfig(**config).settings(manifest_length, context)
 
 

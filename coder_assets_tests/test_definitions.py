@@ -198,6 +198,7 @@ def test_the_benchmarks_load_and_build_what_they_run(tmp_path):
     from coder_assets.demo.run import DEMO_EVAL_CONFIG
 
     assert modules["dev_model"]._eval_settings(DEMO_EVAL_CONFIG).fim_tasks == 8
+    assert modules["dev_model"]._eval_settings(DEMO_EVAL_CONFIG, 4096).context_tokens == 4096
     with dg.instance_for_test() as instance:
         driver = modules["incremental"].Driver(instance, tmp_path / "repos", tmp_path / "home")
         assert driver.job.name == "repo_job"
