@@ -71,6 +71,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from coder_assets.core.errors import CoderAssetsError
 from coder_assets.core.files import write_text_atomic
+from coder_assets.core.training.adapter_files import adapter_digests
 from coder_assets.core.training.dev_model import model_version
 
 ADAPTER_FILE = "adapters.safetensors"
@@ -348,8 +349,14 @@ def train_lora(
     adapter_dir: Path,
     settings: LoraSettings,
     callback: ProgressCallback | None = None,
+    *,
+    start_from: Path | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter of the model in `model_dir` on `data_dir` into `adapter_dir`.
+
+    `start_from`: a trained adapter of the same base model and LoRA shape whose weights the
+    training starts from instead of mlx-lm's initialisation (continuous fine-tuning); its file
+    digests are part of the training's identity. None: a fresh adapter.
 
     `data_dir` holds mlx-lm `train.jsonl` and, optionally, `valid.jsonl` (one record format per
     file, as mlx-lm decides from the first record). Seeds Python's, numpy's and mlx's global
@@ -386,6 +393,15 @@ def train_lora(
         "base_model_version": model_version(model_dir),
         "data_sha256": _data_digest(data_dir),
     }
+    if start_from is not None:
+        start_from = Path(start_from)
+        problem = continuation_problem(start_from, identity["base_model_version"], settings)
+        if problem is not None:
+            raise TrainingError(
+                f"cannot start from the adapter in {start_from}: {problem}; train a fresh "
+                "adapter instead (lora_adapter's start_from: base)"
+            )
+        identity["start_from"] = adapter_digests(start_from)
     adapter_dir.mkdir(parents=True, exist_ok=True)
     _refuse_other_training(adapter_dir, identity)
     _promote_staged(adapter_dir)
@@ -431,6 +447,12 @@ def train_lora(
         if iteration <= settings.iters and _load_checkpoint(model, path, trainable):
             start = iteration
             break
+    if start == 0 and start_from is not None:
+        if not _load_checkpoint(model, start_from / ADAPTER_FILE, trainable):
+            raise TrainingError(
+                f"the adapter weights in {start_from / ADAPTER_FILE} do not fit this model's "
+                "LoRA layers (other modules or shapes); train a fresh adapter instead"
+            )
 
     _write_json_atomic(
         adapter_dir / ADAPTER_CONFIG_FILE,
@@ -768,6 +790,8 @@ def _refuse_other_training(adapter_dir: Path, identity: Mapping[str, Any]) -> No
     for name, what in (("base_model_version", "base model"), ("data_sha256", "training data")):
         if stored.get(name) != identity[name]:
             differences.append(f"{what}: {str(stored.get(name))[:12]} → {identity[name][:12]}")
+    if stored.get("start_from") != identity.get("start_from"):
+        differences.append("the adapter it starts from")
     if differences:
         raise TrainingError(
             f"{adapter_dir} holds an unfinished training with other inputs "
@@ -809,6 +833,39 @@ def _adapter_config(
         "val_batches": settings.val_batches,
         _OWN_CONFIG_KEY: dict(identity),
     }
+
+
+def continuation_problem(
+    adapter_dir: Path, base_model_version: str, settings: LoraSettings
+) -> str | None:
+    """Why a training with `settings` on the base model `base_model_version` cannot start from
+    the adapter in `adapter_dir`, or None when it can: that needs the adapter's weights, a
+    `train_lora` adapter_config.json, the same base model and the same LoRA shape (rank,
+    layers, modules, scale)."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / ADAPTER_FILE).is_file():
+        return f"it has no {ADAPTER_FILE}"
+    try:
+        stored = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        return f"its {ADAPTER_CONFIG_FILE} cannot be read ({error})"
+    own = stored.get(_OWN_CONFIG_KEY) if isinstance(stored, dict) else None
+    if not isinstance(own, dict):
+        return f"its {ADAPTER_CONFIG_FILE} was not written by train_lora"
+    if own.get("base_model_version") != base_model_version:
+        return (
+            f"it was trained on base model {str(own.get('base_model_version'))[:12]}, this "
+            f"training uses {base_model_version[:12]}"
+        )
+    old, new = own.get("settings") or {}, settings.to_dict()
+    differences = [
+        f"{name} {old.get(name)!r} → {new[name]!r}"
+        for name in ("rank", "num_layers", "keys", "scale")
+        if old.get(name) != new[name]
+    ]
+    if differences:
+        return f"its LoRA shape differs ({', '.join(differences)})"
+    return None
 
 
 def _data_digest(data_dir: Path) -> str:

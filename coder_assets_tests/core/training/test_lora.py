@@ -29,6 +29,7 @@ from coder_assets.core.training.lora import (
     TrainingError,
     TrainingResult,
     completed_training,
+    continuation_problem,
     find_checkpoints,
     interruptible,
     plot_loss_curve,
@@ -303,6 +304,75 @@ def test_finished_version_refuses_to_train_again(
     with pytest.raises(TrainingError, match="already holds a finished training"):
         train_lora(model_dir, data_dir, adapter_dir, TINY)
     assert {p.name: _sha256(p) for p in adapter_dir.iterdir()} == before
+
+
+def _weights(adapter_dir: Path) -> dict[str, Any]:
+    return mx.load(str(adapter_dir / "adapters.safetensors"))
+
+
+def test_continuing_starts_from_the_given_adapters_weights(
+    trained: tuple[Path, TrainingResult, Recorder],
+    model_dir: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    parent, _, _ = trained
+    # A learning rate too small to move anything: what comes out is what the training started
+    # from.
+    still = LoraSettings(**{**TINY.to_dict(), "iters": 2, "learning_rate": 1e-12})
+    continued = tmp_path / "continued"
+    train_lora(model_dir, data_dir, continued, still, start_from=parent)
+    fresh = tmp_path / "fresh"
+    train_lora(model_dir, data_dir, fresh, still)
+
+    want = _weights(parent)
+    for name, value in _weights(continued).items():
+        assert mx.allclose(value, want[name], atol=1e-6).item(), name
+    assert any(
+        not mx.allclose(value, want[name], atol=1e-3).item()
+        for name, value in _weights(fresh).items()
+    )
+    stored = json.loads((continued / ADAPTER_CONFIG_FILE).read_text())["coder_assets"]
+    assert stored["start_from"]["adapters.safetensors"] == _sha256(parent / "adapters.safetensors")
+    assert "start_from" not in json.loads((fresh / ADAPTER_CONFIG_FILE).read_text())["coder_assets"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"rank": 8}, "rank 4 → 8"), ({"num_layers": 1}, "num_layers 2 → 1")],
+    ids=["rank", "layers"],
+)
+def test_continuing_from_an_adapter_of_another_shape_is_refused_naming_it(
+    trained: tuple[Path, TrainingResult, Recorder],
+    model_dir: Path,
+    data_dir: Path,
+    tmp_path: Path,
+    changes: dict[str, Any],
+    named: str,
+) -> None:
+    parent, _, _ = trained
+    settings = LoraSettings(**{**TINY.to_dict(), **changes})
+    with pytest.raises(TrainingError, match="cannot start from the adapter") as caught:
+        train_lora(model_dir, data_dir, tmp_path / "v2", settings, start_from=parent)
+    assert named in str(caught.value) and "start_from: base" in str(caught.value)
+    assert not (tmp_path / "v2" / "adapters.safetensors").exists()
+
+
+def test_continuation_needs_the_same_base_model_and_an_adapter_of_ours(
+    trained: tuple[Path, TrainingResult, Recorder], tmp_path: Path
+) -> None:
+    parent, _, _ = trained
+    version = json.loads((parent / ADAPTER_CONFIG_FILE).read_text())["coder_assets"][
+        "base_model_version"
+    ]
+    assert continuation_problem(parent, version, TINY) is None
+    assert "base model" in (continuation_problem(parent, "f" * 64, TINY) or "")
+    assert "has no adapters.safetensors" in (continuation_problem(tmp_path, version, TINY) or "")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    shutil.copy(parent / "adapters.safetensors", foreign)
+    (foreign / ADAPTER_CONFIG_FILE).write_text('{"fine_tune_type": "lora"}')
+    assert "not written by train_lora" in (continuation_problem(foreign, version, TINY) or "")
 
 
 @pytest.fixture(scope="module")
