@@ -198,16 +198,21 @@ DEMO_SETTINGS = flag_setting("CODER_ASSETS_DEMO_SETTINGS", False)
 
 def automation_run_config(job_name: str, demo: bool) -> dict:
     """Run config of the runs that the automation requests for `job_name`: production's defaults
-    (empty), or with `demo` the demo's dataset, training and evaluation settings."""
+    (empty), or with `demo` the demo's dataset, training and evaluation settings, the training
+    continuing from the deployed adapter."""
     if not demo:
         return {}
-    from coder_assets.demo.run import DEMO_DATASET_CONFIG, DEMO_EVAL_CONFIG, DEMO_TRAINING_CONFIG
+    from coder_assets.demo.run import (
+        DEMO_AUTOMATION_TRAINING_CONFIG,
+        DEMO_DATASET_CONFIG,
+        DEMO_EVAL_CONFIG,
+    )
 
     if job_name == dataset_job.name:
         return {"ops": {"dataset_splits": {"config": DEMO_DATASET_CONFIG}}}
     return {
         "ops": {
-            "lora_adapter": {"config": DEMO_TRAINING_CONFIG},
+            "lora_adapter": {"config": DEMO_AUTOMATION_TRAINING_CONFIG},
             "eval_scores": {"config": DEMO_EVAL_CONFIG},
         }
     }

@@ -85,7 +85,7 @@ def test_make_dev_has_an_always_open_window_and_trains_by_itself(tmp_path):
 
 @pytest.mark.parametrize("job_name", ["dataset_job", "train_deploy_job"])
 def test_the_automation_run_config_of_the_demo_is_valid_for_its_job(job_name):
-    from coder_assets.demo.run import DEMO_TRAINING_CONFIG
+    from coder_assets.demo.run import DEMO_AUTOMATION_TRAINING_CONFIG, DEMO_TRAINING_CONFIG
     from coder_assets.sensors import automation_run_config
 
     job = _workspace_defs().resolve_job_def(job_name)
@@ -94,8 +94,11 @@ def test_the_automation_run_config_of_the_demo_is_valid_for_its_job(job_name):
     assert dg.validate_run_config(job, demo)
     assert automation_run_config(job_name, demo=False) == {}
     if job_name == "train_deploy_job":
-        # The dev model has 4 layers; production's default (16) fails lora_adapter on it.
-        assert demo["ops"]["lora_adapter"]["config"] == DEMO_TRAINING_CONFIG
+        # The dev model has 4 layers; production's default (16) fails lora_adapter on it. The
+        # automation's trainings continue from the deployed adapter; make demo's starts fresh.
+        assert demo["ops"]["lora_adapter"]["config"] == DEMO_AUTOMATION_TRAINING_CONFIG
+        assert DEMO_AUTOMATION_TRAINING_CONFIG == {**DEMO_TRAINING_CONFIG, "start_from": "deployed"}
+        assert "start_from" not in DEMO_TRAINING_CONFIG
 
 
 def test_every_asset_has_a_description_group_kinds_owner_and_code_version():

@@ -15,6 +15,7 @@ from coder_assets.assets.dataset import base_model
 from coder_assets.constants import HOST_TAG, OWNERS, TRAINING_GROUP, WATERDEEP
 from coder_assets.core.dataset.build import read_manifest
 from coder_assets.core.deployment.downtime import add_downtime, mlflow_metrics
+from coder_assets.core.training.adapter_files import adapter_digests
 from coder_assets.resources.datasets import DatasetStoreResource
 from coder_assets.resources.mlflow import MlflowTrackingResource
 from coder_assets.resources.mlx import BaseModelResource
@@ -51,6 +52,14 @@ class LoraAdapterConfig(dg.Config):
     save_every: int = Field(default=100, description="Steps between checkpoints (resume).")
     grad_checkpoint: bool = Field(default=True, description="Trade compute for memory.")
     seed: int = Field(default=0, description="Seed of mlx, numpy and data order.")
+    start_from: str = Field(
+        default="base",
+        description=(
+            "'base': a fresh adapter. 'deployed': continue from the deployed adapter's weights "
+            "(continuous fine-tuning) when it has the same base model and LoRA shape; otherwise "
+            "a fresh adapter, and the log says why."
+        ),
+    )
 
     def settings(self, max_seq_length: int):
         # core.training.lora imports mlx-lm (seconds): only when training, not on every code load.
@@ -74,16 +83,16 @@ class LoraAdapterConfig(dg.Config):
         )
 
 
-def adapter_version(dataset_version: str, base_model_version: str, settings) -> str:
+def adapter_version(
+    dataset_version: str, base_model_version: str, settings, start_from: dict | None = None
+) -> str:
     """Deterministic in what makes the adapter: a retry of the same training lands in the same
-    folder (and resumes), anything different gets a new one. `<dataset 12>-<settings 8>`."""
-    digest = hashlib.sha256(
-        json.dumps(
-            {"dataset": dataset_version, "base": base_model_version, "lora": settings.to_dict()},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
+    folder (and resumes), anything different gets a new one. `<dataset 12>-<settings 8>`.
+    `start_from`: the file digests of the adapter the training continues from (None: fresh)."""
+    inputs = {"dataset": dataset_version, "base": base_model_version, "lora": settings.to_dict()}
+    if start_from is not None:
+        inputs["start_from"] = start_from
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     return f"{dataset_version[:12]}-{digest[:8]}"
 
 
@@ -181,6 +190,39 @@ def lora_adapter(
             )
 
 
+def _starting_adapter(
+    context: dg.AssetExecutionContext,
+    config: LoraAdapterConfig,
+    model_server: ModelServerResource,
+    base_version: str,
+    settings,
+) -> Path | None:
+    """The adapter the training continues from: the deployed one with `start_from: deployed`
+    when it fits (same base model and LoRA shape), else None (a fresh adapter)."""
+    from coder_assets.core.training.lora import continuation_problem
+
+    if config.start_from not in ("base", "deployed"):
+        raise dg.Failure(
+            f"lora_adapter's start_from is {config.start_from!r}: use 'base' (a fresh adapter) "
+            "or 'deployed' (continue from the deployed adapter)"
+        )
+    if config.start_from == "base":
+        return None
+    deployed = model_server.adapter_dir()
+    if deployed is None:
+        context.log.info("start_from deployed: no adapter is deployed, so a fresh adapter")
+        return None
+    problem = continuation_problem(deployed, base_version, settings)
+    if problem is not None:
+        context.log.warning(
+            f"start_from deployed: the deployed adapter {deployed.name} cannot be continued "
+            f"({problem}); training a fresh adapter"
+        )
+        return None
+    context.log.info(f"continuing from the deployed adapter {deployed.name}")
+    return deployed
+
+
 def _train(
     context: dg.AssetExecutionContext,
     config: LoraAdapterConfig,
@@ -213,7 +255,13 @@ def _train(
             "rematerialize dataset_splits to rebuild it with this tokenizer"
         )
     settings = config.settings(int(manifest["max_seq_length"]))
-    version = adapter_version(dataset_version, base_version, settings)
+    start_from = _starting_adapter(context, config, model_server, base_version, settings)
+    version = adapter_version(
+        dataset_version,
+        base_version,
+        settings,
+        adapter_digests(start_from) if start_from is not None else None,
+    )
     adapter_dir = workspace.adapters_dir() / ADAPTER_NAME / version
     run_id = training_dataset.get("mlflow_run_id") or mlflow_tracking.dataset_run(dataset_version)
     reused = (adapter_dir / COMPLETION_MARKER).is_file()
@@ -237,7 +285,9 @@ def _train(
         with model_server.paused("training lora_adapter") as paused:
             if paused.was_running:
                 context.log.info("stopped the model server for training; it is restored after")
-            result = train_lora(model_dir, data_dir, adapter_dir, settings, callback)
+            result = train_lora(
+                model_dir, data_dir, adapter_dir, settings, callback, start_from=start_from
+            )
         down_seconds = paused.down_seconds
         if result.resumed_from:
             context.log.info(f"resumed from the checkpoint at iteration {result.resumed_from}")
@@ -268,6 +318,7 @@ def _train(
         "final_train_loss": result.final_train_loss,
         "final_val_loss": result.final_val_loss,
         "settings": settings.to_dict(),
+        "started_from": start_from.name if start_from is not None else None,
         "downtime": downtime,
     }
     metadata = {
@@ -278,6 +329,9 @@ def _train(
         "final_val_loss": _loss(result.final_val_loss),
         "iterations": result.iterations,
         "resumed_from_iteration": result.resumed_from,
+        "started_from": (
+            f"deployed adapter {start_from.name}" if start_from is not None else "base model"
+        ),
         "trained_tokens": result.trained_tokens,
         "tokens_per_second": round(result.tokens_per_second, 1),
         "peak_memory_gb": round(result.peak_memory_gb, 3),
