@@ -4,6 +4,7 @@ on a real instance; the ssh transport against a real sshd on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from coder_assets.core.deployment.host import WaterdeepLock
+from coder_assets.core.training.adapter_files import adapter_digests
 from coder_assets.core.training.dev_model import build_dev_model
 from coder_assets.resources.mlx import dev_model_corpus
 from coder_assets_tests.conftest import REPO_ROOT, free_port, stop_server
@@ -429,3 +431,30 @@ def test_cancelling_a_run_terminates_its_step_on_the_remote_host(site, sshd) -> 
         return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
 
     _wait_for(lambda: not any(alive(pid) for pid in pids), 30, "the remote step process to exit")
+
+
+def test_start_from_deployed_continues_from_the_adapter_the_link_points_at(site, tmp_path) -> None:
+    # What the demo's automation does: lora_adapter's start_from deployed, through the job.
+    finished = sorted(p.parent for p in site.adapters().glob("*/training_complete.json"))
+    if not finished:
+        site.train({**TINY_TRAINING, "seed": 40})
+        finished = sorted(p.parent for p in site.adapters().glob("*/training_complete.json"))
+    parent = finished[0]
+    deploy_dir = tmp_path / "deployed"
+    deploy_dir.mkdir()
+    (deploy_dir / "latest").symlink_to(parent)
+
+    _, output = site.train(
+        {**TINY_TRAINING, "seed": 41, "start_from": "deployed"},
+        env={"CODER_ASSETS_DEPLOY_DIR": str(deploy_dir)},
+    )
+    run = site.assert_trained_and_evaluated(output)
+    metadata = site.adapter_metadata(run.run_id)
+    assert metadata["started_from"] == f"deployed adapter {parent.name}"
+    adapter = Path(metadata["path"])
+    assert adapter != parent
+    stored = json.loads((adapter / "adapter_config.json").read_text())["coder_assets"]
+    assert stored["start_from"] == adapter_digests(parent)
+    _, logs = site.last_run()
+    assert any(f"continuing from the deployed adapter {parent.name}" in (e.user_message or "")
+               for e in logs)  # fmt: skip
