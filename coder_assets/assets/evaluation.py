@@ -4,7 +4,6 @@ deployed adapter, on waterdeep."""
 # No `from __future__ import annotations` here: Dagster reads these annotations at runtime.
 import json
 import math
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -94,13 +93,6 @@ def _test_records(data_dir: Path) -> tuple[list[tuple[str, str]], dict[str, str 
     return records, languages
 
 
-def _deployed_adapter(model_server: ModelServerResource) -> Path | None:
-    link = Path(model_server.adapter_link).expanduser() if model_server.adapter_link else None
-    if link is None or not link.exists():
-        return None
-    return Path(os.path.realpath(link))
-
-
 @dg.asset(
     group_name=EVALUATION_GROUP,
     kinds={"mlx", "mlflow"},
@@ -150,7 +142,7 @@ def eval_scores(
             # What was evaluated, byte for byte: adapter_release refuses files that differ.
             evaluated_files = adapter_digests(adapter_dir)
             results_dir = adapter_dir / EVAL_DIR
-            deployed_dir = _deployed_adapter(model_server)
+            deployed_dir = model_server.adapter_dir()
             if deployed_dir is not None and deployed_dir.name == lora_adapter["version"]:
                 # Re-evaluating the deployed version (its installed copy): compare with the base.
                 deployed_dir = None
