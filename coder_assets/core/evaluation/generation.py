@@ -50,7 +50,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,7 @@ def fit_fim_task(task: FimTask, count_tokens: Callable[[str], int], budget: int)
     when not even the FIM tokens fit."""
     if count_tokens(task.prompt) <= budget:
         return task
-    bare = FimTask(task.task_id, "", "", task.reference, task.language)
+    bare = replace(task, prefix="", suffix="", context="")
     fixed = count_tokens(bare.prompt)
     if fixed > budget:
         raise GenerationError(
@@ -196,21 +196,21 @@ def fit_fim_task(task: FimTask, count_tokens: Callable[[str], int], budget: int)
             f"tokens alone ({fixed}): raise the model's context or lower fim_max_tokens"
         )
     context = task.context if count_tokens(task.context) + fixed <= budget // 2 else ""
-    room = budget - count_tokens(FimTask("", "", "", "", None, context).prompt)
+    room = budget - count_tokens(replace(bare, context=context).prompt)
     suffix_room = max(room // 4, room - count_tokens(task.prefix))
     suffix = _lines_within(task.suffix, count_tokens, suffix_room, from_end=False)
     prefix = _lines_within(task.prefix, count_tokens, room - count_tokens(suffix), from_end=True)
-    fitted = FimTask(task.task_id, prefix, suffix, task.reference, task.language, context)
-    # Token counts of the parts may differ from the whole's by a merge at a border.
+    fitted = replace(task, prefix=prefix, suffix=suffix, context=context)
+    # Token counts of the parts may differ from the whole's by a merge at a border: drop one
+    # more far line (prefix first) until the whole fits.
     while count_tokens(fitted.prompt) > budget and (fitted.prefix or fitted.suffix):
         if fitted.prefix:
             cut = fitted.prefix.find("\n") + 1 or len(fitted.prefix)
-            fitted = FimTask(
-                task.task_id, fitted.prefix[cut:], suffix, task.reference, task.language, context
-            )
+            fitted = replace(fitted, prefix=fitted.prefix[cut:])
         else:
-            suffix = suffix[: suffix.rstrip("\n").rfind("\n") + 1]
-            fitted = FimTask(task.task_id, "", suffix, task.reference, task.language, context)
+            fitted = replace(
+                fitted, suffix=fitted.suffix[: fitted.suffix.rstrip("\n").rfind("\n") + 1]
+            )
     return fitted
 
 
