@@ -337,6 +337,53 @@ def test_continuing_starts_from_the_given_adapters_weights(
     assert "start_from" not in json.loads((fresh / ADAPTER_CONFIG_FILE).read_text())["coder_assets"]
 
 
+def test_a_killed_continued_training_resumes_from_its_own_checkpoint(
+    trained: tuple[Path, TrainingResult, Recorder],
+    model_dir: Path,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    parent, _, _ = trained
+    adapter_dir = tmp_path / "continued"
+    first = Recorder(stop_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(
+            model_dir,
+            data_dir,
+            adapter_dir,
+            TINY,
+            ProgressCallback(first, TINY.iters),
+            start_from=parent,
+        )
+    assert sorted(find_checkpoints(adapter_dir)) == [2]
+    second = Recorder()
+    result = train_lora(
+        model_dir,
+        data_dir,
+        adapter_dir,
+        TINY,
+        ProgressCallback(second, TINY.iters),
+        start_from=parent,
+    )
+    assert result.resumed_from == 2 and result.iterations == TINY.iters
+    # The retry starts from checkpoint 2's weights, not from the parent's again.
+    assert second.of("val")[0]["val_loss"] == pytest.approx(first.of("val")[1]["val_loss"])
+    assert first.of("val")[0]["val_loss"] != pytest.approx(first.of("val")[1]["val_loss"])
+    # A retry into that folder that names no starting adapter is another training: refused.
+    other = tmp_path / "other"
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(
+            model_dir,
+            data_dir,
+            other,
+            TINY,
+            ProgressCallback(Recorder(stop_at=4), TINY.iters),
+            start_from=parent,
+        )
+    with pytest.raises(TrainingError, match="the adapter it starts from"):
+        train_lora(model_dir, data_dir, other, TINY)
+
+
 @pytest.mark.parametrize(
     ("changes", "named"),
     [({"rank": 8}, "rank 4 → 8"), ({"num_layers": 1}, "num_layers 2 → 1")],
