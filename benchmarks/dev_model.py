@@ -150,6 +150,8 @@ def main() -> int:
                 cells[1] += f" ({new / old - 1:+.0%})" if old > 0 else " (base 0)"
             he = f"{scores['humaneval_pass_at_1']:.3f}"
             print(f"| {label} | " + " | ".join(cells) + f" | {he} | {verdict} |")
+        copied = base.get("fim_copy_baseline_edit_similarity", float("nan"))
+        print(f"| copy of the lines above the gap (no model) | | {copied:.4f} | | | | |")
         print(json.dumps({label: {m: s[m] for m in METRICS} for label, s, _ in rows}))
     return 0
 

@@ -194,6 +194,11 @@ def _run_training(instance: dg.DagsterInstance) -> DemoResult:
         f"adapter {scores['humaneval_pass_at_1_adapter']}, FIM edit similarity "
         f"{scores['fim_edit_similarity_adapter']}, test loss {scores['test_loss_adapter']}"
     )
+    if "fim_edit_similarity_copy_baseline" in scores:
+        summary += (
+            " (copying the lines above each gap scores "
+            f"{scores['fim_edit_similarity_copy_baseline']})"
+        )
     cache = ", ".join(
         f"{label} {scores[f'cache_hits_{label}']}/{scores[f'cache_misses_{label}']}"
         for label in ("base", "adapter", "deployed")

@@ -54,7 +54,12 @@ from coder_assets.core.evaluation.humaneval import (
     paired_comparison,
     pass_at_1,
 )
-from coder_assets.core.evaluation.metrics import aggregate, edit_similarity, score_completion
+from coder_assets.core.evaluation.metrics import (
+    aggregate,
+    copy_baseline,
+    edit_similarity,
+    score_completion,
+)
 from coder_assets.core.files import atomic_writer, write_json_atomic
 from coder_assets.core.samples.fim import IM_START
 
@@ -365,10 +370,20 @@ def evaluate_model(
     )
     fim_rows = []
     fim_lines = []
+    copy_scores = []
     for task, prediction in zip(fim, predictions, strict=True):
         scores = score_completion(prediction, task.reference, task.language)
+        copied = copy_baseline(task.prefix, task.reference, task.language)
+        copy_scores.append(score_completion(copied, task.reference, task.language))
         fim_rows.append(scores)
-        fim_lines.append({"task_id": task.task_id, "prediction": prediction, **scores})
+        fim_lines.append(
+            {
+                "task_id": task.task_id,
+                "prediction": prediction,
+                **scores,
+                "copy_baseline_edit_similarity": copy_scores[-1]["edit_similarity"],
+            }
+        )
     _write_jsonl(results_dir / f"{label}-fim.jsonl", fim_lines)
 
     chat = chat_tasks_from_records(test_records, limit=settings.chat_tasks)
@@ -393,6 +408,7 @@ def evaluate_model(
         ]
         pair_loss = mean_loss(pair_parts) if pair_texts else math.nan
     fim_means = aggregate(fim_rows) if fim_rows else {}
+    copy_means = aggregate(copy_scores) if copy_scores else {}
     return {
         "label": label,
         "humaneval_pass_at_1": pass_at_1(results),
@@ -403,6 +419,8 @@ def evaluate_model(
         "fim_exact_match": float(fim_means.get("exact_match", float("nan"))),
         "fim_edit_similarity": float(fim_means.get("edit_similarity", float("nan"))),
         "fim_identifier_f1": float(fim_means.get("identifier_f1", float("nan"))),
+        # The same tasks answered by no model: the prefix's last lines (`copy_baseline`).
+        "fim_copy_baseline_edit_similarity": float(copy_means.get("edit_similarity", float("nan"))),
         "chat_tasks": len(chat_scores),
         "chat_edit_similarity": (
             sum(chat_scores) / len(chat_scores) if chat_scores else float("nan")
@@ -485,6 +503,14 @@ def promotion_decision(
         )
     else:
         reasons.append(f"FIM edit similarity improves: {es_new:.4f} vs {es_ref:.4f}")
+    copied = adapter.get("fim_copy_baseline_edit_similarity")
+    if isinstance(copied, int | float) and es_new < copied:
+        # Not a condition of the policy: what the reader needs to weigh the comparison above.
+        reasons.append(
+            f"note: the adapter's FIM edit similarity {es_new:.4f} is below that of copying "
+            f"the lines above the gap ({copied:.4f}): on these tasks it completes less than a "
+            "copy does, so the FIM comparison is close to noise"
+        )
     loss_new, loss_ref = adapter["test_loss"], reference["test_loss"]
     if not loss_new < loss_ref:
         passed = False
@@ -504,7 +530,8 @@ def promotion_decision(
 def summary_table(
     base: Mapping[str, Any], adapter: Mapping[str, Any], deployed: Mapping[str, Any] | None
 ) -> str:
-    """A markdown table: metric, base, adapter, delta (adapter − base), deployed."""
+    """A markdown table: metric, base, adapter, delta (adapter − base), deployed; then the FIM
+    edit similarity of copying the lines above the gap, on each model's tasks (no model)."""
     lines = [
         "| metric | base | adapter | delta | deployed |",
         "|---|---:|---:|---:|---:|",
@@ -513,6 +540,13 @@ def summary_table(
         b, a = float(base[metric]), float(adapter[metric])
         d = f"{float(deployed[metric]):.4f}" if deployed is not None else "—"
         lines.append(f"| {metric} | {b:.4f} | {a:.4f} | {a - b:+.4f} | {d} |")
+    copy = "fim_copy_baseline_edit_similarity"
+    if copy in base and copy in adapter:  # summaries written before the baseline lack it
+        d = f"{float(deployed[copy]):.4f}" if deployed is not None and copy in deployed else "—"
+        lines.append(
+            f"| fim_edit_similarity of a copy of the lines above the gap (no model) "
+            f"| {float(base[copy]):.4f} | {float(adapter[copy]):.4f} | | {d} |"
+        )
     counts = (
         f"| tasks | {base['humaneval_problems']} HumanEval, {base['fim_tasks']} FIM, "
         f"{base['chat_tasks']} pairs | | | |"

@@ -17,7 +17,9 @@ Per completion (`score_completion`), with `language` choosing the comment and st
   literals and comments); exact match is equality of the two lists in order, precision / recall
   count the multiset overlap.
 
-`aggregate` averages rows of these scores. Everything here is deterministic and needs no model.
+`copy_baseline` is the prediction of no model at all (the lines above the gap), the floor
+against which a model's scores mean something. `aggregate` averages rows of these scores.
+Everything here is deterministic and needs no model.
 
 Lexing is by a small hand-written scanner, not a parser, because FIM middles and predictions are
 fragments that rarely parse. A fragment that begins inside a string or a block comment is lexed
@@ -207,6 +209,16 @@ def trim_to_reference(prediction: str, reference: str, language: str | None) -> 
     if not wanted:
         return predicted
     return "\n".join(predicted.split("\n")[: wanted.count("\n") + 1])
+
+
+def copy_baseline(prefix: str, reference: str, language: str | None) -> str:
+    """The completion of a model that knows nothing but the prompt: the prefix's last code lines,
+    as many as the reference has (the metrics keep no more of any prediction). What it scores is
+    the floor a model's FIM scores are read against: a model below it completes less than a copy
+    of the lines above the gap does."""
+    wanted = normalise_code(reference, language)
+    lines = [line for line in normalise_code(prefix, language).split("\n") if line]
+    return "\n".join(lines[-(wanted.count("\n") + 1) :]) if wanted and lines else ""
 
 
 def exact_match(prediction: str, reference: str, language: str | None = "python") -> bool:

@@ -15,6 +15,7 @@ from coder_assets.core.evaluation.evaluate import (
     summary_table,
 )
 from coder_assets.core.evaluation.humaneval import load_problems
+from coder_assets.core.evaluation.metrics import edit_similarity
 from coder_assets.core.samples.fim import format_fim
 
 
@@ -126,3 +127,22 @@ def test_evaluate_model_scores_humaneval_fim_and_loss(tmp_path: Path) -> None:
     assert [json.loads(line)["task_id"] for line in lines] == [f"HumanEval/{i}" for i in range(3)]
     assert promotion_decision(bad, good, None).passed
     assert not promotion_decision(good, bad, None).passed
+    # The copy baseline answers with the prefix's last line, "def add(a, b):", for both models.
+    expected = edit_similarity("def add(a, b):", "total = a + b")
+    assert good["fim_copy_baseline_edit_similarity"] == bad["fim_copy_baseline_edit_similarity"]
+    assert good["fim_copy_baseline_edit_similarity"] == pytest.approx(expected)
+    rows = [json.loads(line) for line in (tmp_path / "bad-fim.jsonl").read_text().splitlines()]
+    assert rows[0]["copy_baseline_edit_similarity"] == pytest.approx(expected)
+    table = summary_table(bad, good, None)
+    assert f"(no model) | {expected:.4f} | {expected:.4f} | | — |" in table
+
+
+def test_the_verdict_notes_an_adapter_below_the_copy_baseline_without_failing_on_it() -> None:
+    adapter = _summary(dict(BASE["humaneval_outcomes"]), es=0.55, loss=1.20)
+    below = promotion_decision(BASE, {**adapter, "fim_copy_baseline_edit_similarity": 0.6}, None)
+    above = promotion_decision(BASE, {**adapter, "fim_copy_baseline_edit_similarity": 0.5}, None)
+    assert below.passed and above.passed
+    assert any("below that of copying the lines above the gap (0.6000)" in r for r in below.reasons)
+    assert not any("copying" in reason for reason in above.reasons)
+    # A summary from before the baseline existed: the table leaves the row out.
+    assert "(no model)" not in summary_table(BASE, adapter, None)

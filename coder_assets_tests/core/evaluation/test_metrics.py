@@ -9,6 +9,7 @@ from coder_assets.core.evaluation.metrics import (
     METRIC_NAMES,
     MetricsError,
     aggregate,
+    copy_baseline,
     edit_similarity,
     exact_match,
     first_line,
@@ -129,6 +130,29 @@ def test_trim_to_reference_keeps_as_many_code_lines_as_the_reference() -> None:
     prediction = "a = 1\n\n# comment\nb = 2\nc = 3\n"
     assert trim_to_reference(prediction, "x\ny\n", "python") == "a = 1\nb = 2"
     assert trim_to_reference(prediction, "", "python") == "a = 1\nb = 2\nc = 3"
+
+
+def test_copy_baseline_is_the_prefix_last_code_lines_as_many_as_the_reference_has() -> None:
+    prefix = "spec:\n  interval: 30m\n\n  # the chart\n  chart:\n    spec:\n"
+    assert copy_baseline(prefix, "      chart: nats\n", "yaml") == "spec:"
+    assert copy_baseline(prefix, "      chart: nats\n      version: 1.2\n", "yaml") == (
+        "chart:\nspec:"
+    )
+    assert copy_baseline(prefix, "a\nb\nc\nd\ne\nf\n", "yaml") == (
+        "spec:\ninterval: 30m\nchart:\nspec:"
+    )
+    # Nothing to copy, or nothing to complete: the empty prediction.
+    assert copy_baseline("", "x = 1\n", "python") == ""
+    assert copy_baseline("x = 1\n", "# only a comment\n", "python") == ""
+
+
+def test_copy_baseline_scores_a_gap_that_repeats_the_line_above_it_fully() -> None:
+    prefix = "- name: a\n  value: 1\n- name: b\n  value: 1\n"
+    repeated, new = "  value: 1\n", "  replicas: 3\n"
+    scored = score_completion(copy_baseline(prefix, repeated, "yaml"), repeated, "yaml")
+    assert scored["exact_match"] == 1.0
+    scored = score_completion(copy_baseline(prefix, new, "yaml"), new, "yaml")
+    assert scored["exact_match"] == 0.0 and 0.0 < scored["edit_similarity"] < 0.5
 
 
 @pytest.mark.parametrize(
