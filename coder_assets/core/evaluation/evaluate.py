@@ -544,8 +544,7 @@ def summary_table(
     if copy in base and copy in adapter:  # summaries written before the baseline lack it
         d = f"{float(deployed[copy]):.4f}" if deployed is not None and copy in deployed else "—"
         lines.append(
-            f"| fim_edit_similarity of a copy of the lines above the gap (no model) "
-            f"| {float(base[copy]):.4f} | {float(adapter[copy]):.4f} | | {d} |"
+            f"| {copy} (no model) | {float(base[copy]):.4f} | {float(adapter[copy]):.4f} | | {d} |"
         )
     counts = (
         f"| tasks | {base['humaneval_problems']} HumanEval, {base['fim_tasks']} FIM, "
