@@ -772,14 +772,11 @@ def _refuse_other_training(adapter_dir: Path, identity: Mapping[str, Any]) -> No
                 "of train_lora; train into a fresh adapter directory"
             )
         return
-    try:
-        stored = json.loads(config_path.read_text("utf-8")).get(_OWN_CONFIG_KEY)
-    except (json.JSONDecodeError, AttributeError):
-        stored = None
-    if not isinstance(stored, dict):
+    stored = _own_block(config_path)
+    if isinstance(stored, str):
         raise TrainingError(
-            f"{config_path} was not written by train_lora (no '{_OWN_CONFIG_KEY}' block), so a "
-            "resume cannot be checked; train into a fresh adapter directory"
+            f"{config_path} {stored}, so a resume cannot be checked; train into a fresh adapter "
+            "directory"
         )
     differences = []
     old_settings = stored.get("settings") or {}
@@ -798,6 +795,19 @@ def _refuse_other_training(adapter_dir: Path, identity: Mapping[str, Any]) -> No
             f"({'; '.join(differences)}); resuming would mix two trainings. Train into a "
             "fresh adapter directory, or delete this one to start over"
         )
+
+
+def _own_block(config_path: Path) -> dict[str, Any] | str:
+    """`train_lora`'s block of an adapter_config.json, or why it has none (the end of a
+    sentence that names the file)."""
+    try:
+        stored = json.loads(config_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"cannot be read ({error})"
+    own = stored.get(_OWN_CONFIG_KEY) if isinstance(stored, dict) else None
+    if not isinstance(own, dict):
+        return f"was not written by train_lora (no '{_OWN_CONFIG_KEY}' block)"
+    return own
 
 
 def _adapter_config(
@@ -845,13 +855,9 @@ def continuation_problem(
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / ADAPTER_FILE).is_file():
         return f"it has no {ADAPTER_FILE}"
-    try:
-        stored = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        return f"its {ADAPTER_CONFIG_FILE} cannot be read ({error})"
-    own = stored.get(_OWN_CONFIG_KEY) if isinstance(stored, dict) else None
-    if not isinstance(own, dict):
-        return f"its {ADAPTER_CONFIG_FILE} was not written by train_lora"
+    own = _own_block(adapter_dir / ADAPTER_CONFIG_FILE)
+    if isinstance(own, str):
+        return f"its {ADAPTER_CONFIG_FILE} {own}"
     if own.get("base_model_version") != base_model_version:
         return (
             f"it was trained on base model {str(own.get('base_model_version'))[:12]}, this "

@@ -420,6 +420,8 @@ def test_continuation_needs_the_same_base_model_and_an_adapter_of_ours(
     shutil.copy(parent / "adapters.safetensors", foreign)
     (foreign / ADAPTER_CONFIG_FILE).write_text('{"fine_tune_type": "lora"}')
     assert "not written by train_lora" in (continuation_problem(foreign, version, TINY) or "")
+    (foreign / ADAPTER_CONFIG_FILE).write_bytes(b"\xff\xfe not text")
+    assert "cannot be read" in (continuation_problem(foreign, version, TINY) or "")
 
 
 @pytest.fixture(scope="module")
@@ -452,6 +454,32 @@ def test_resume_with_other_settings_is_refused_naming_them(
     with pytest.raises(TrainingError, match="unfinished training with other inputs") as caught:
         train_lora(model_dir, data_dir, unfinished, settings)
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (b"\xff\xfe not text", "cannot be read"),
+        (b'{"fine_tune_type": "lora"}', "was not written by train_lora"),
+    ],
+    ids=["not-utf8", "foreign"],
+)
+def test_resume_into_a_folder_whose_config_is_not_ours_is_refused_naming_it(
+    unfinished: Path,
+    model_dir: Path,
+    data_dir: Path,
+    tmp_path: Path,
+    config: bytes,
+    named: str,
+) -> None:
+    adapter_dir = tmp_path / "v1"
+    shutil.copytree(unfinished, adapter_dir)
+    (adapter_dir / ADAPTER_CONFIG_FILE).write_bytes(config)
+    with pytest.raises(TrainingError, match="resume cannot be checked") as caught:
+        train_lora(model_dir, data_dir, adapter_dir, TINY)
+    assert named in str(caught.value) and ADAPTER_CONFIG_FILE in str(caught.value)
+    # The interrupted training's checkpoints are left as they were.
+    assert sorted(find_checkpoints(adapter_dir)) == sorted(find_checkpoints(unfinished))
 
 
 def test_resume_with_other_data_is_refused(
