@@ -233,9 +233,7 @@ def eval_scores(
         "humaneval_pass_at_1_base": base["humaneval_pass_at_1"],
         "humaneval_pass_at_1_adapter": adapter["humaneval_pass_at_1"],
         "fim_edit_similarity_adapter": adapter["fim_edit_similarity"],
-        "fim_edit_similarity_copy_baseline": adapter.get(
-            "fim_copy_baseline_edit_similarity", float("nan")
-        ),
+        "fim_edit_similarity_copy_baseline": adapter["fim_copy_baseline_edit_similarity"],
         "test_loss_adapter": adapter["test_loss"],
         "deployed_adapter": str(deployed_dir) if deployed_dir else "none (first deploy)",
         "results": dg.MetadataValue.path(str(results_dir)),

@@ -541,7 +541,7 @@ def summary_table(
         d = f"{float(deployed[metric]):.4f}" if deployed is not None else "—"
         lines.append(f"| {metric} | {b:.4f} | {a:.4f} | {a - b:+.4f} | {d} |")
     copy = "fim_copy_baseline_edit_similarity"
-    if copy in base and copy in adapter:  # summaries written before the baseline lack it
+    if copy in base and copy in adapter:  # evaluate_model's summaries have it; others may not
         d = f"{float(deployed[copy]):.4f}" if deployed is not None and copy in deployed else "—"
         lines.append(
             f"| {copy} (no model) | {float(base[copy]):.4f} | {float(adapter[copy]):.4f} | | {d} |"
